@@ -1,0 +1,41 @@
+// Package handoff is molt's wire protocol between two generations of a
+// service: generation n (the parent) and generation n+1 (the successor it
+// started). It runs over one connected Unix stream socket per upgrade.
+//
+// # Frames
+//
+// Every message is one frame:
+//
+//	length  uint32, big endian: the number of bytes that follow (version, type, payload)
+//	version uint8:  [Version]; a frame of another version is rejected with a *[VersionError]
+//	type    uint8:  one of the [Type] constants
+//	payload length-2 bytes, at most [MaxPayload]; empty for READY and ACK
+//
+// Integers inside payloads are unsigned varints (encoding/binary), strings a
+// varint length followed by that many bytes. Unknown frame types, short or
+// over-long payloads, out-of-range fields and trailing bytes are errors
+// wrapping [ErrMalformed]. The pure encoding ([AppendFrame], [ParseHeader] and
+// the Marshal/Unmarshal functions) is portable; [Conn], [Pair] and [FromFD]
+// need Unix and return [ErrNotSupported] elsewhere.
+//
+// # Conversation
+//
+//	parent → child  HELLO      generation of the child, parent PID, number of entries
+//	parent → child  INVENTORY  a batch of entries; the batch's descriptors travel in the
+//	                           SCM_RIGHTS control message of the same sendmsg (one per entry,
+//	                           in entry order), at most [MaxFDsPerMessage] per message;
+//	                           repeated until all entries announced in HELLO are sent
+//	child  → parent READY      the child serves; or
+//	child  → parent FAILED     reason: the child gives up (its init failed, it stopped, or it
+//	                           cannot speak this protocol version)
+//	parent → child  ACK        the parent has committed the upgrade and stops accepting
+//
+// The parent keeps its end open until it stops, so end-of-file on the child's
+// side means "the parent is gone".
+//
+// Descriptors are received with MSG_CMSG_CLOEXEC where the system has it and
+// marked close-on-exec at once elsewhere, a truncated control message
+// (MSG_CTRUNC) is an error, descriptors must arrive with the frame they
+// belong to (exactly one per entry of an INVENTORY frame, none with any other
+// frame), and every descriptor that did arrive is closed on any error path.
+package handoff

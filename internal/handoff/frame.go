@@ -1,0 +1,98 @@
+package handoff
+
+import (
+	"encoding/binary"
+	"strconv"
+)
+
+// Version is the protocol version this package writes into every frame and
+// the only one it accepts; a frame carrying another version is rejected with
+// a *[VersionError].
+const Version uint8 = 1
+
+// MaxPayload is the largest payload, in bytes, a frame may carry. A header
+// announcing more is [ErrMalformed]; senders split inventories so that no
+// frame exceeds it.
+const MaxPayload = 1 << 20
+
+// MaxFDsPerMessage is the most descriptors sent with one INVENTORY frame (one
+// sendmsg), and the capacity of the receive buffer for control messages. It
+// stays below Linux's SCM_MAX_FD (253).
+const MaxFDsPerMessage = 200
+
+// MaxEntries is the largest number of entries a HELLO may announce or an
+// INVENTORY payload may declare; more is [ErrMalformed].
+const MaxEntries = 1 << 17
+
+// headerLen is the size of a frame header: length (4), version (1), type (1).
+const headerLen = 6
+
+// Type identifies the kind of a frame.
+type Type uint8
+
+// The frame types, in conversation order. See the package documentation.
+const (
+	TypeHello     Type = 1 // parent → child: generation, parent PID, entry count
+	TypeInventory Type = 2 // parent → child: a batch of entries with their descriptors
+	TypeReady     Type = 3 // child → parent: the child serves
+	TypeFailed    Type = 4 // child → parent: the child gives up, with a reason
+	TypeAck       Type = 5 // parent → child: the parent committed the upgrade
+)
+
+// String returns the frame type's protocol name ("HELLO", "INVENTORY",
+// "READY", "FAILED", "ACK"), or "Type(n)" for an unknown value.
+func (t Type) String() string {
+	switch t {
+	case TypeHello:
+		return "HELLO"
+	case TypeInventory:
+		return "INVENTORY"
+	case TypeReady:
+		return "READY"
+	case TypeFailed:
+		return "FAILED"
+	case TypeAck:
+		return "ACK"
+	}
+	return "Type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// valid reports whether t is one of the defined frame types.
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeAck }
+
+// AppendFrame appends a complete frame (header and payload) of type t,
+// written with [Version], to dst and returns the extended slice. It does not
+// validate its arguments: callers keep payload within [MaxPayload] (the
+// receiver rejects larger frames) and use empty payloads for READY and ACK.
+func AppendFrame(dst []byte, t Type, payload []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(2+len(payload)))
+	dst = append(dst, Version, byte(t))
+	return append(dst, payload...)
+}
+
+// ParseHeader decodes the 6-byte header of a frame and returns its type and
+// the number of payload bytes that follow it. The version is checked first:
+// a frame of another version yields a *[VersionError]. A length shorter than
+// the version and type bytes, a payload larger than [MaxPayload], an unknown
+// type, or a non-empty payload on a READY or ACK frame yields an error
+// wrapping [ErrMalformed].
+func ParseHeader(hdr [6]byte) (t Type, payloadLen int, err error) {
+	if hdr[4] != Version {
+		return 0, 0, &VersionError{Got: hdr[4], Want: Version}
+	}
+	length := binary.BigEndian.Uint32(hdr[:4])
+	if length < 2 {
+		return 0, 0, malformed("frame length %d is shorter than its version and type", length)
+	}
+	if n := uint64(length) - 2; n > MaxPayload {
+		return 0, 0, malformed("payload of %d bytes exceeds %d", n, MaxPayload)
+	}
+	t, payloadLen = Type(hdr[5]), int(length-2)
+	if !t.valid() {
+		return 0, 0, malformed("unknown frame type %d", hdr[5])
+	}
+	if (t == TypeReady || t == TypeAck) && payloadLen != 0 {
+		return 0, 0, malformed("%v frame with a payload of %d bytes, want none", t, payloadLen)
+	}
+	return t, payloadLen, nil
+}
