@@ -1,0 +1,80 @@
+// Package molt replaces a running network service with a new process — a
+// new binary, a new configuration — without refusing, resetting or failing
+// a connection.
+//
+// The running process (generation n) starts its successor (generation
+// n+1) from the executable as it is on disk now, hands it its listening
+// sockets over a private Unix socket, and gives it a grace period to
+// initialise. Only when the successor says it is ready does generation n
+// stop accepting and drain; the kernel's accept queues were never closed,
+// so no client notices. A successor that crashes, hangs or gives up is
+// killed and reaped, and generation n goes on serving as if nothing had
+// happened, with the reason in hand.
+//
+// # Lifecycle
+//
+//	upg, err := molt.New(molt.Options{})      // receives the parent's sockets, if any
+//	ln, err := upg.Listen("tcp", ":8080")     // inherited, or new in generation 1
+//	go server.Serve(ln)
+//	upg.Ready()                               // the parent may stop now
+//	// on SIGHUP, a deploy script, ...:
+//	err = upg.Upgrade(ctx)                    // nil: a successor serves; else why not
+//	<-upg.Exit()                              // closed after a successful upgrade
+//	// drain (package drain), then
+//	upg.Stop()
+//
+// [Upgrader.State] moves starting → ready → upgrading → ready (the
+// successor failed) or draining (it took over); [Upgrader.Stop] ends every
+// state.
+//
+// # The contract
+//
+//   - Every listening socket keeps accepting during an upgrade.
+//   - Exactly one upgrade runs at a time, from the call until its successor
+//     is ready or reaped; others get [ErrUpgradeInProgress].
+//   - A failed upgrade leaves this generation serving and returns a
+//     [*ChildError]: exit status or signal, [ErrReadyTimeout], the reason
+//     the successor reported, a hand-off error, or ctx's error.
+//   - Nothing crosses generations but the inventory: molt's environment
+//     marker is removed and every inherited descriptor is close-on-exec
+//     before [New] returns, so processes a service starts inherit nothing.
+//   - Unix socket files are removed by the generation that serves them
+//     when it closes them or stops, never while another generation may
+//     serve them.
+//
+// # Inventory
+//
+// The sockets and files that outlive a generation: listeners
+// ([Upgrader.Listen]), packet sockets ([Upgrader.ListenPacket]), and, under
+// names, listeners, packet sockets, connections and files added by hand
+// ([Upgrader.AddListener] and its siblings, claimed by the next generation
+// with [Upgrader.Listener] and its siblings). Addresses are compared as the
+// kernel binds them (":8080", "0.0.0.0:8080" and "[::]:8080" are one TCP
+// socket), and a ":0" listener keeps its port. Closing a handle releases
+// its entry.
+//
+// # Environment
+//
+// molt uses one environment variable, MOLT_HANDOFF_FD, which a parent sets
+// for its successor and [New] removes. Successors do not receive systemd's
+// LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
+//
+// # Errors
+//
+// Methods return the sentinel errors of this package, wrapped with detail;
+// compare with [errors.Is]. Failures of a successor are [*ChildError]
+// values, whose Err is an [*os/exec.ExitError], [ErrReadyTimeout], a
+// [*ReportedError], [ErrStopped] or a context or I/O error; use
+// [errors.As].
+//
+// # What molt does not do
+//
+// molt does not drain your server: package drain does that for net/http,
+// and the pattern above shows where your own drain goes. It does not
+// supervise: a successor that crashes after it became ready is not
+// restarted (systemd's Restart= is). It does not run on Windows, where
+// [New] returns [ErrNotSupported]. Each successor runs in a process group
+// of its own (so a failed one is killed with everything it started), which
+// means a terminal's Ctrl-C reaches only the first generation: stop a
+// chain with a signal to the serving process, or run it under systemd.
+package molt

@@ -1,0 +1,109 @@
+package molt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Errors returned by the Upgrader. Compare with [errors.Is]; they may be
+// wrapped with more detail.
+var (
+	// ErrNotSupported is returned by [New] on platforms without Unix
+	// descriptor passing (Windows, Plan 9, js/wasm).
+	ErrNotSupported = errors.New("molt: not supported on this platform")
+
+	// ErrExists is returned by [New] while another Upgrader of this process
+	// has not been stopped. A process has one Upgrader at a time.
+	ErrExists = errors.New("molt: an Upgrader already exists in this process (Stop it first)")
+
+	// ErrNotReady is returned by [Upgrader.Upgrade] before [Upgrader.Ready]
+	// was called: a generation that is still initialising cannot start the next.
+	ErrNotReady = errors.New("molt: not ready yet (call Ready before Upgrade)")
+
+	// ErrUpgradeInProgress is returned by [Upgrader.Upgrade] while another
+	// upgrade is running, and by the Listen and Add methods during one (a
+	// socket created then would not reach the successor).
+	ErrUpgradeInProgress = errors.New("molt: upgrade in progress")
+
+	// ErrUpgraded is returned by [Upgrader.Upgrade] and the Listen and Add
+	// methods after an upgrade succeeded: this generation only drains now.
+	ErrUpgraded = errors.New("molt: already upgraded")
+
+	// ErrStopped is returned by every method that starts something after
+	// [Upgrader.Stop] began, and by an Upgrade that Stop interrupted.
+	ErrStopped = errors.New("molt: stopping")
+
+	// ErrReadyTimeout is the cause in a [*ChildError] when the successor did
+	// not call Ready within [Options.ReadyTimeout].
+	ErrReadyTimeout = errors.New("molt: successor not ready before the timeout")
+
+	// ErrNotFound is returned by the look-ups ([Upgrader.Listener] and its
+	// siblings) when no entry of that kind has that name.
+	ErrNotFound = errors.New("molt: no inventory entry with that name")
+
+	// ErrNameInUse is returned by the Add methods when the inventory already
+	// holds an entry of that kind and name (claim an inherited one with the
+	// look-up instead).
+	ErrNameInUse = errors.New("molt: inventory name already in use")
+)
+
+// Stage says how far a successor got before an upgrade failed.
+type Stage int
+
+const (
+	// StageStart: the successor process could not be started.
+	StageStart Stage = iota + 1
+	// StageHandoff: the hand-off of the inventory to the successor failed.
+	StageHandoff
+	// StageInit: the successor received the inventory but did not become ready.
+	StageInit
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageStart:
+		return "start"
+	case StageHandoff:
+		return "hand-off"
+	case StageInit:
+		return "init"
+	}
+	return fmt.Sprintf("Stage(%d)", int(s))
+}
+
+// ChildError reports why an upgrade failed. [Upgrader.Upgrade] returns it
+// for every failure that happened after it decided to start a successor; the
+// successor has then been killed (with its process group) and reaped, and
+// this generation goes on serving.
+//
+// Err is the cause: an [*exec.ExitError] when the successor exited or was
+// killed by a signal on its own, [ErrReadyTimeout], a context error,
+// [ErrStopped], a [*ReportedError] carrying what the successor said, or an
+// I/O or protocol error of the hand-off. Use [errors.Is] and [errors.As].
+type ChildError struct {
+	PID   int   // the successor's process ID; 0 if it never started
+	Stage Stage // how far it got
+	Err   error // the cause
+	// State is the successor's exit state once it was reaped; nil if it
+	// never started.
+	State *os.ProcessState
+}
+
+func (e *ChildError) Error() string {
+	if e.PID == 0 {
+		return fmt.Sprintf("molt: upgrade failed: successor did not start: %v", e.Err)
+	}
+	return fmt.Sprintf("molt: upgrade failed: successor pid %d failed during %s: %v", e.PID, e.Stage, e.Err)
+}
+
+func (e *ChildError) Unwrap() error { return e.Err }
+
+// ReportedError is the failure a successor reported over the hand-off
+// channel before it exited: its [New] failed (for example, it speaks another
+// protocol version) or it called [Upgrader.Stop] before [Upgrader.Ready].
+type ReportedError struct {
+	Reason string
+}
+
+func (e *ReportedError) Error() string { return "successor reported: " + e.Reason }

@@ -1,0 +1,431 @@
+package molt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/moltgo/molt/internal/handoff"
+)
+
+// Listen returns a listener for network ("tcp", "tcp4", "tcp6", "unix" or
+// "unixpacket") and addr: the one inherited from the previous generation
+// under the same canonical address if there is one, a new one otherwise.
+//
+// Addresses are compared as the kernel binds them: with network "tcp",
+// ":8080", "0.0.0.0:8080" and "[::]:8080" are one socket; a host name is
+// resolved once, before anything is locked. A ":0" listener keeps the port
+// the kernel chose for the first generation. Listeners with the same
+// address (SO_REUSEPORT, ":0") are matched in the order they were created.
+//
+// Closing the returned listener removes it from the inventory and closes the
+// socket in this process; the port stays open only if a successor holds it.
+// Unix socket files are never removed by Go's own Close: molt removes them
+// when the generation that serves them closes them, and never while another
+// generation may serve them.
+//
+// Listen fails with [ErrUpgradeInProgress], [ErrUpgraded] or [ErrStopped] in
+// those states.
+func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
+	return u.ListenWith(context.Background(), nil, network, addr)
+}
+
+// ListenWith is [Upgrader.Listen] with the net.ListenConfig used to create a
+// socket that is not inherited (nil means [Options.ListenConfig]); use its
+// Control field to set socket options. ctx bounds the creation only.
+func (u *Upgrader) ListenWith(ctx context.Context, lc *net.ListenConfig, network, addr string) (net.Listener, error) {
+	sa, err := canonicalAddr(network, addr, false)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddLocked(); err != nil {
+		return nil, err
+	}
+	if e := u.inheritedLocked(handoff.KindListener, sa.network, sa.key, ""); e != nil {
+		return u.claimListenerLocked(e)
+	}
+	ln, err := u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
+	if err != nil && isAddrInUse(err) && u.removeStaleSocket(sa) {
+		ln, err = u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("molt: listen %s: %w", sa, err)
+	}
+	e := u.newEntryLocked(handoff.KindListener, sa, "")
+	return u.adoptListenerLocked(e, ln)
+}
+
+// ListenPacket returns a packet socket for network ("udp", "udp4", "udp6"
+// or "unixgram") and addr, inherited or new, under the same rules as
+// [Upgrader.Listen]. Closing it releases the inventory entry.
+func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
+	return u.ListenPacketWith(context.Background(), nil, network, addr)
+}
+
+// ListenPacketWith is [Upgrader.ListenPacket] with the net.ListenConfig used
+// to create a socket that is not inherited (nil means [Options.ListenConfig]).
+func (u *Upgrader) ListenPacketWith(ctx context.Context, lc *net.ListenConfig, network, addr string) (net.PacketConn, error) {
+	sa, err := canonicalAddr(network, addr, true)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddLocked(); err != nil {
+		return nil, err
+	}
+	if e := u.inheritedLocked(handoff.KindPacketConn, sa.network, sa.key, ""); e != nil {
+		return u.claimPacketConnLocked(e)
+	}
+	pc, err := u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
+	if err != nil && isAddrInUse(err) && u.removeStaleSocket(sa) {
+		pc, err = u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("molt: listen %s: %w", sa, err)
+	}
+	e := u.newEntryLocked(handoff.KindPacketConn, sa, "")
+	return u.adoptPacketConnLocked(e, pc)
+}
+
+// AddListener puts a listener this process made itself (from systemd, a
+// custom socket) into the inventory under name, so the next generation can
+// claim it with [Upgrader.Listener]. The Upgrader takes ownership of ln:
+// use the returned listener, whose Close releases the entry. ln must
+// implement syscall.Conn (every *net.TCPListener and *net.UnixListener
+// does). It fails with [ErrNameInUse] if a listener with that name is
+// already in the inventory, inherited ones included.
+func (u *Upgrader) AddListener(name string, ln net.Listener) (net.Listener, error) {
+	if _, ok := ln.(syscall.Conn); !ok || name == "" {
+		return nil, addError(name, ln)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddNamedLocked(handoff.KindListener, name); err != nil {
+		return nil, err
+	}
+	e := u.newEntryLocked(handoff.KindListener, namedAddr(ln.Addr()), name)
+	return u.adoptListenerLocked(e, ln)
+}
+
+// AddPacketConn is [Upgrader.AddListener] for a packet socket.
+func (u *Upgrader) AddPacketConn(name string, pc net.PacketConn) (net.PacketConn, error) {
+	if _, ok := pc.(syscall.Conn); !ok || name == "" {
+		return nil, addError(name, pc)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddNamedLocked(handoff.KindPacketConn, name); err != nil {
+		return nil, err
+	}
+	e := u.newEntryLocked(handoff.KindPacketConn, namedAddr(pc.LocalAddr()), name)
+	return u.adoptPacketConnLocked(e, pc)
+}
+
+// AddConn puts a connected socket into the inventory under name; the next
+// generation claims it with [Upgrader.Conn] and continues the same
+// connection. The Upgrader takes ownership of c: use the returned conn.
+func (u *Upgrader) AddConn(name string, c net.Conn) (net.Conn, error) {
+	if _, ok := c.(syscall.Conn); !ok || name == "" {
+		return nil, addError(name, c)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddNamedLocked(handoff.KindConn, name); err != nil {
+		return nil, err
+	}
+	e := u.newEntryLocked(handoff.KindConn, namedAddr(c.LocalAddr()), name)
+	return u.adoptConnLocked(e, c)
+}
+
+// AddFile puts any open file (a pipe, a memfd, a lock file) into the
+// inventory under name; the next generation claims it with [Upgrader.File].
+// The Upgrader takes ownership of f and closes it in [Upgrader.Stop]; a file
+// closed earlier is left out of the next hand-off.
+func (u *Upgrader) AddFile(name string, f *os.File) error {
+	if f == nil || name == "" {
+		return addError(name, f)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.canAddNamedLocked(handoff.KindFile, name); err != nil {
+		return err
+	}
+	e := u.newEntryLocked(handoff.KindFile, sockAddr{}, name)
+	e.live, e.handle = f, f
+	return nil
+}
+
+// Listener returns the listener named name: inherited from the previous
+// generation (claimed by this call), or added with [Upgrader.AddListener]
+// in this one. It fails with [ErrNotFound] if there is none.
+func (u *Upgrader) Listener(name string) (net.Listener, error) {
+	h, err := u.lookup(handoff.KindListener, name)
+	if err != nil {
+		return nil, err
+	}
+	return h.(net.Listener), nil
+}
+
+// PacketConn is [Upgrader.Listener] for packet sockets.
+func (u *Upgrader) PacketConn(name string) (net.PacketConn, error) {
+	h, err := u.lookup(handoff.KindPacketConn, name)
+	if err != nil {
+		return nil, err
+	}
+	return h.(net.PacketConn), nil
+}
+
+// Conn is [Upgrader.Listener] for connected sockets.
+func (u *Upgrader) Conn(name string) (net.Conn, error) {
+	h, err := u.lookup(handoff.KindConn, name)
+	if err != nil {
+		return nil, err
+	}
+	return h.(net.Conn), nil
+}
+
+// File is [Upgrader.Listener] for files. The Upgrader keeps ownership of
+// the returned file and closes it in [Upgrader.Stop].
+func (u *Upgrader) File(name string) (*os.File, error) {
+	h, err := u.lookup(handoff.KindFile, name)
+	if err != nil {
+		return nil, err
+	}
+	return h.(*os.File), nil
+}
+
+func (u *Upgrader) lookup(kind handoff.Kind, name string) (any, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.state == StateStopped {
+		return nil, ErrStopped
+	}
+	for _, e := range u.entries {
+		if e.kind != kind || e.name != name || name == "" {
+			continue
+		}
+		if e.handle != nil {
+			return e.handle, nil
+		}
+		switch kind {
+		case handoff.KindListener:
+			return u.claimListenerLocked(e)
+		case handoff.KindPacketConn:
+			return u.claimPacketConnLocked(e)
+		case handoff.KindConn:
+			return u.claimConnLocked(e)
+		default:
+			f := os.NewFile(uintptr(e.fd), "molt:"+name)
+			e.fd, e.live, e.handle = -1, f, f
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s %s", ErrNotFound, kind, quote(name))
+}
+
+// namedAddr describes a socket added by hand: its network and local
+// address (a Unix socket path made absolute), for status and for the
+// socket file it may serve.
+func namedAddr(a net.Addr) sockAddr {
+	sa := sockAddr{network: a.Network(), key: a.String()}
+	if p := socketPath(sa.network, sa.key); p != "" {
+		if abs, err := filepath.Abs(p); err == nil {
+			sa.key = abs
+		}
+	}
+	return sa
+}
+
+func addError(name string, h any) error {
+	if name == "" {
+		return errors.New("molt: an inventory entry added by hand needs a name")
+	}
+	return fmt.Errorf("molt: %T cannot be handed over: it has no descriptor (no SyscallConn method)", h)
+}
+
+// canAddLocked reports whether the inventory may grow in this state.
+func (u *Upgrader) canAddLocked() error {
+	switch u.state {
+	case StateUpgrading:
+		return ErrUpgradeInProgress
+	case StateDraining:
+		return ErrUpgraded
+	case StateStopped:
+		return ErrStopped
+	}
+	return nil
+}
+
+func (u *Upgrader) canAddNamedLocked(kind handoff.Kind, name string) error {
+	if err := u.canAddLocked(); err != nil {
+		return err
+	}
+	for _, e := range u.entries {
+		if e.kind == kind && e.name == name {
+			return fmt.Errorf("%w: %s %s", ErrNameInUse, kind, quote(name))
+		}
+	}
+	return nil
+}
+
+func (u *Upgrader) listenConfig(lc *net.ListenConfig) *net.ListenConfig {
+	if lc != nil {
+		return lc
+	}
+	if u.opts.ListenConfig != nil {
+		return u.opts.ListenConfig
+	}
+	return &net.ListenConfig{}
+}
+
+// newEntryLocked appends a new, not yet live entry for a socket this
+// generation creates or adopts.
+func (u *Upgrader) newEntryLocked(kind handoff.Kind, sa sockAddr, name string) *entry {
+	e := &entry{kind: kind, network: sa.network, key: sa.key, name: name, fd: -1}
+	if e.path = socketPath(sa.network, sa.key); e.path != "" && kind != handoff.KindConn {
+		e.pathID, _ = statSocketFile(e.path)
+		e.owns = true
+	}
+	u.entries = append(u.entries, e)
+	return e
+}
+
+// inheritedLocked finds the first unclaimed inherited entry with this key.
+func (u *Upgrader) inheritedLocked(kind handoff.Kind, network, key, name string) *entry {
+	for _, e := range u.entries {
+		if e.fd >= 0 && e.kind == kind && e.network == network && e.key == key && e.name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+func (u *Upgrader) claimListenerLocked(e *entry) (net.Listener, error) {
+	ln, err := claimLocked(u, e, net.FileListener, "listener")
+	if err != nil {
+		return nil, err
+	}
+	return u.adoptListenerLocked(e, ln)
+}
+
+func (u *Upgrader) claimPacketConnLocked(e *entry) (net.PacketConn, error) {
+	pc, err := claimLocked(u, e, net.FilePacketConn, "packet socket")
+	if err != nil {
+		return nil, err
+	}
+	return u.adoptPacketConnLocked(e, pc)
+}
+
+func (u *Upgrader) claimConnLocked(e *entry) (net.Conn, error) {
+	c, err := claimLocked(u, e, net.FileConn, "connection")
+	if err != nil {
+		return nil, err
+	}
+	return u.adoptConnLocked(e, c)
+}
+
+// claimLocked turns an inherited descriptor into the object open makes of
+// it (net.FileListener and its siblings, which duplicate it close-on-exec
+// and non-blocking) and closes the entry's own descriptor. os.NewFile does
+// not mark the file as one it made non-blocking, so the Fd call inside
+// net.File* cannot switch the socket, shared with the parent that still
+// serves on it, to blocking mode. An entry that cannot be opened leaves
+// the inventory.
+func claimLocked[T any](u *Upgrader, e *entry, open func(*os.File) (T, error), what string) (T, error) {
+	f := os.NewFile(uintptr(e.fd), "molt:"+e.describe())
+	e.fd = -1
+	h, err := open(f)
+	f.Close()
+	if err != nil {
+		u.removeLocked(e)
+		return h, fmt.Errorf("molt: inherited %s is not a usable %s: %w", e.describe(), what, err)
+	}
+	return h, nil
+}
+
+func (u *Upgrader) adoptListenerLocked(e *entry, ln net.Listener) (net.Listener, error) {
+	if ul, ok := ln.(*net.UnixListener); ok {
+		// molt decides when the socket file goes, not Go's Close.
+		ul.SetUnlinkOnClose(false)
+	}
+	l := &listener{Listener: ln, u: u, e: e}
+	e.live, e.handle = ln.(liveHandle), l
+	return l, nil
+}
+
+func (u *Upgrader) adoptPacketConnLocked(e *entry, pc net.PacketConn) (net.PacketConn, error) {
+	c := &packetConn{PacketConn: pc, u: u, e: e}
+	e.live, e.handle = pc.(liveHandle), c
+	return c, nil
+}
+
+func (u *Upgrader) adoptConnLocked(e *entry, nc net.Conn) (net.Conn, error) {
+	c := &conn{Conn: nc, u: u, e: e}
+	e.live, e.handle = nc.(liveHandle), c
+	return c, nil
+}
+
+// removeLocked takes e out of the inventory and reports whether it was there.
+func (u *Upgrader) removeLocked(e *entry) bool {
+	for i, x := range u.entries {
+		if x == e {
+			u.entries = append(u.entries[:i], u.entries[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// release is the Close of a handle given out: it leaves the inventory, is
+// closed, and its Unix socket file is removed if this generation serves it
+// and no successor may.
+func (u *Upgrader) release(e *entry) error {
+	u.mu.Lock()
+	removed := u.removeLocked(e)
+	unlink := removed && e.owns && (u.state == StateStarting || u.state == StateReady)
+	u.mu.Unlock()
+	err := e.live.Close()
+	if unlink {
+		u.removeSocketFile(e)
+	}
+	return err
+}
+
+// removeSocketFile removes e's Unix socket file if it is still the file e
+// bound (a later process may have bound a new socket at the same path).
+func (u *Upgrader) removeSocketFile(e *entry) {
+	if e.path == "" {
+		return
+	}
+	removed, err := removeSocketFileIfSame(e.path, e.pathID)
+	switch {
+	case err != nil:
+		u.log.Warn("molt: cannot remove socket file", "path", e.path, "err", err)
+	case removed:
+		u.log.Debug("molt: removed socket file", "path", e.path)
+	}
+}
+
+// removeStaleSocket removes a Unix socket file that no process serves (a
+// crashed run left it behind) so that a new socket can be bound there. A
+// file that is not a socket, or one a process still accepts on, is left.
+func (u *Upgrader) removeStaleSocket(sa sockAddr) bool {
+	path := socketPath(sa.network, sa.key)
+	if path == "" || !isStaleSocket(sa.network, path) {
+		return false
+	}
+	if err := os.Remove(path); err != nil {
+		return false
+	}
+	u.log.Info("molt: removed stale socket file", "path", path)
+	return true
+}
+
+func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }

@@ -1,0 +1,54 @@
+package molt
+
+import (
+	"log/slog"
+	"net"
+	"os/exec"
+	"time"
+)
+
+// DefaultReadyTimeout is the time a successor gets to call Ready when
+// [Options.ReadyTimeout] is zero.
+const DefaultReadyTimeout = time.Minute
+
+// Options configure an [Upgrader]. The zero value is ready to use; every field
+// documents what its zero value means.
+type Options struct {
+	// ReadyTimeout bounds an upgrade: the successor must call Ready within
+	// this time of being started, or it is killed with its process group
+	// and the upgrade fails with [ErrReadyTimeout]. It also bounds how long
+	// [New] waits for the inventory from the parent. Zero means
+	// [DefaultReadyTimeout].
+	ReadyTimeout time.Duration
+
+	// PIDFile, if set, is written with this process's ID when it becomes
+	// ready (atomically: a temporary file in the same directory, then
+	// rename), and rewritten by a parent whose upgrade failed. Empty means
+	// no PID file.
+	PIDFile string
+
+	// Logger receives lifecycle events. Nil means silent.
+	Logger *slog.Logger
+
+	// ListenConfig is used by [Upgrader.Listen] and [Upgrader.ListenPacket]
+	// to create sockets that were not inherited (for socket options, use
+	// its Control field). Nil means the zero net.ListenConfig.
+	ListenConfig *net.ListenConfig
+
+	// Command, if set, is called for every upgrade with the successor's
+	// command before it starts, and may change it: Path (the executable,
+	// resolved at upgrade time), Args, Dir, Env, Stdin/Stdout/Stderr,
+	// SysProcAttr, ExtraFiles. It must not start the command. After it
+	// returns, molt appends its hand-off descriptor to ExtraFiles and its
+	// marker to Env. An error fails the upgrade (stage start). Nil means
+	// the same executable path, arguments, working directory and
+	// environment as this process, with its standard streams.
+	Command func(cmd *exec.Cmd) error
+}
+
+func (o *Options) readyTimeout() time.Duration {
+	if o.ReadyTimeout > 0 {
+		return o.ReadyTimeout
+	}
+	return DefaultReadyTimeout
+}

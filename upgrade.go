@@ -1,0 +1,258 @@
+package molt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/moltgo/molt/internal/handoff"
+)
+
+// exitGrace is how long a successor that reported failure, or closed the
+// hand-off channel, gets to exit on its own before it is killed: enough to
+// learn its exit status, short enough not to hold up the next upgrade.
+const exitGrace = 5 * time.Second
+
+// Upgrade starts a successor — the executable found at this process's path
+// now (so a replaced binary or a switched symlink is picked up), with the
+// same arguments, working directory and environment unless
+// [Options.Command] changes them — hands it the inventory and waits until it
+// calls Ready.
+//
+// On success Upgrade returns nil after [Upgrader.Exit] was closed with
+// reason [Upgraded]: drain and exit. Otherwise this generation goes on
+// serving and the error says why: [ErrNotReady] before Ready,
+// [ErrUpgradeInProgress] while another Upgrade runs (exactly one runs at a
+// time, from the call until its successor is ready or reaped),
+// [ErrUpgraded] after a successful one, [ErrStopped] after Stop, or a
+// [*ChildError] for a successor that did not start, failed the hand-off,
+// exited, was killed by a signal, reported a failure, missed
+// [Options.ReadyTimeout] ([ErrReadyTimeout]) or was abandoned because ctx
+// ended. A failed successor has been killed with its process group and
+// reaped when Upgrade returns.
+func (u *Upgrader) Upgrade(ctx context.Context) error {
+	start := time.Now()
+	wires, fds, err := u.beginUpgrade()
+	if err != nil {
+		return err
+	}
+	// Stop interrupts an upgrade the way ctx does.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // ends when Upgrade returns, at the latest
+		select {
+		case <-u.stopping:
+			cancel(ErrStopped)
+		case <-ctx.Done():
+		}
+	}()
+	u.log.Info("molt: upgrade started", "generation", u.generation, "entries", len(wires))
+	s, err := u.runUpgrade(ctx, wires, fds)
+	u.finishUpgrade(s, err)
+	if err != nil {
+		u.log.Error("molt: upgrade failed", "err", err, "duration", time.Since(start))
+		return err
+	}
+	u.log.Info("molt: upgrade succeeded", "successor_pid", s.pid(), "duration", time.Since(start))
+	return nil
+}
+
+// beginUpgrade moves Ready → Upgrading and duplicates every descriptor of
+// the inventory for the hand-off. An entry whose handle was closed behind
+// the Upgrader's back (a file closed by its user) leaves the inventory.
+func (u *Upgrader) beginUpgrade() ([]handoff.Entry, []int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch u.state {
+	case StateStarting:
+		return nil, nil, ErrNotReady
+	case StateUpgrading:
+		return nil, nil, ErrUpgradeInProgress
+	case StateDraining:
+		return nil, nil, ErrUpgraded
+	case StateStopped:
+		return nil, nil, ErrStopped
+	}
+	wires := make([]handoff.Entry, 0, len(u.entries))
+	fds := make([]int, 0, len(u.entries))
+	kept := u.entries[:0]
+	for _, e := range u.entries {
+		fd, err := dupFD(e.live)
+		if err != nil {
+			if isClosed(err) {
+				u.log.Info("molt: entry closed by its user; left out of the hand-off", "entry", e.describe())
+				continue
+			}
+			closeFDs(fds)
+			return nil, nil, fmt.Errorf("molt: duplicate %s for the hand-off: %w", e.describe(), err)
+		}
+		kept = append(kept, e)
+		wires = append(wires, e.wire())
+		fds = append(fds, fd)
+	}
+	clear(u.entries[len(kept):])
+	u.entries = kept
+	u.state = StateUpgrading
+	u.upgrading = make(chan struct{})
+	return wires, fds, nil
+}
+
+// finishUpgrade leaves Upgrading: to Draining with the successor in charge,
+// or back to Ready. Stop waits for it (u.upgrading).
+func (u *Upgrader) finishUpgrade(s *successor, err error) {
+	u.mu.Lock()
+	if err == nil {
+		u.state = StateDraining
+		u.successor = s
+		u.upgrades++
+		u.exitLocked(Upgraded)
+	} else if u.state == StateUpgrading {
+		u.state = StateReady
+	}
+	close(u.upgrading)
+	u.upgrading = nil
+	u.mu.Unlock()
+
+	if err == nil {
+		s.release() // it serves now: reap it whenever it exits, never kill it
+		// The successor's Ready returns on this ACK; Exit is already closed.
+		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if aerr := s.conn.SendAck(); aerr != nil {
+			u.log.Warn("molt: could not acknowledge the successor's READY", "err", aerr)
+		}
+		s.conn.SetWriteDeadline(time.Time{})
+		return
+	}
+	if u.opts.PIDFile != "" {
+		if perr := u.writePIDFile(); perr != nil {
+			u.log.Warn("molt: could not restore the PID file after a failed upgrade", "err", perr)
+		}
+	}
+}
+
+// runUpgrade starts the successor and carries the hand-off until READY or a
+// failure. It owns fds and closes them. On failure the successor is dead
+// and reaped and every descriptor of this upgrade is closed.
+func (u *Upgrader) runUpgrade(ctx context.Context, wires []handoff.Entry, fds []int) (*successor, error) {
+	defer func() { closeFDs(fds) }()
+	deadline := time.Now().Add(u.opts.readyTimeout())
+
+	cmd, err := u.successorCommand()
+	if err != nil {
+		return nil, &ChildError{Stage: StageStart, Err: err}
+	}
+	s, err := startSuccessor(cmd, &u.reapers)
+	if err != nil {
+		return nil, &ChildError{Stage: StageStart, Err: err}
+	}
+	u.log.Info("molt: successor started", "successor_pid", s.pid(), "path", cmd.Path)
+
+	s.conn.SetDeadline(deadline)
+	// ctx's end interrupts the channel's reads and writes at once.
+	defer context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })()
+	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(wires)}
+	if err := s.conn.SendHello(hello); err != nil {
+		return nil, u.failHandoff(ctx, s, err)
+	}
+	if err := s.conn.SendInventory(wires, fds); err != nil {
+		return nil, u.failHandoff(ctx, s, err)
+	}
+	closeFDs(fds) // the kernel holds them in flight now
+	fds = nil
+
+	replies := make(chan reply, 1)
+	go func() { // ends at the first message, end-of-file, the deadline, or conn.Close
+		m, err := s.conn.RecvMessage()
+		replies <- reply{m, err}
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+
+	var (
+		r        reply
+		answered bool // r holds the reader's result; the reader has ended
+	)
+	fail := func(cause error, grace time.Duration, preferExit bool) error {
+		err := s.fail(StageInit, cause, grace, preferExit)
+		if !answered {
+			<-replies // the closed channel ends the reader
+		}
+		return err
+	}
+	select {
+	case r = <-replies:
+		answered = true
+		if r.err == nil && r.msg.Type == handoff.TypeReady {
+			s.conn.SetDeadline(time.Time{})
+			return s, nil
+		}
+		if ctx.Err() != nil { // ctx's end interrupted the read
+			return nil, fail(context.Cause(ctx), 0, false)
+		}
+		return nil, fail(r.cause(), min(exitGrace, time.Until(deadline)), r.channelEnded())
+	case <-s.exited:
+		// It exited, perhaps right after saying why or sending something we
+		// could not read: that beats its exit status.
+		select {
+		case r = <-replies:
+			answered = true
+			if !r.channelEnded() {
+				return nil, fail(r.cause(), 0, false)
+			}
+		case <-time.After(time.Second):
+		}
+		return nil, fail(nil, 0, true)
+	case <-timer.C:
+		return nil, fail(fmt.Errorf("%w (%v)", ErrReadyTimeout, u.opts.readyTimeout()), 0, false)
+	case <-ctx.Done():
+		return nil, fail(context.Cause(ctx), 0, false)
+	}
+}
+
+// failHandoff ends an upgrade whose hand-off could not be written: ctx
+// ended (or Stop), or the successor is gone or not reading.
+func (u *Upgrader) failHandoff(ctx context.Context, s *successor, err error) error {
+	if ctx.Err() != nil {
+		return s.fail(StageHandoff, context.Cause(ctx), 0, false)
+	}
+	return s.fail(StageHandoff, err, exitGrace, true)
+}
+
+// reply is the successor's first message, or why there was none.
+type reply struct {
+	msg handoff.Message
+	err error
+}
+
+// channelEnded reports whether the reply only says that the channel ended
+// (the successor's exit status then says more than the reply).
+func (r reply) channelEnded() bool {
+	return errors.Is(r.err, io.EOF) || errors.Is(r.err, io.ErrUnexpectedEOF) ||
+		errors.Is(r.err, syscall.ECONNRESET) || errors.Is(r.err, syscall.EPIPE)
+}
+
+func (r reply) cause() error {
+	switch {
+	case r.err == nil && r.msg.Type == handoff.TypeFailed:
+		return &ReportedError{Reason: r.msg.Reason}
+	case r.err == nil:
+		return fmt.Errorf("molt: successor sent %s before READY", r.msg.Type)
+	case errors.Is(r.err, io.EOF):
+		return errors.New("molt: successor closed the hand-off channel without READY")
+	}
+	return r.err
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		closeFD(fd)
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, errClosedHandle)
+}
