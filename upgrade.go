@@ -51,13 +51,26 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		}
 	}()
 	u.log.Info("molt: upgrade started", "generation", u.generation, "entries", len(wires))
+	u.emit(Event{Kind: EventUpgradeStarted})
 	s, err := u.runUpgrade(ctx, wires, fds)
-	u.finishUpgrade(s, err)
+	res := &UpgradeResult{Started: start, Duration: time.Since(start), Err: err}
+	if s != nil {
+		res.SuccessorPID = s.pid()
+	} else if ce := (*ChildError)(nil); errors.As(err, &ce) {
+		res.SuccessorPID = ce.PID
+	}
+	ev := Event{SuccessorPID: res.SuccessorPID, Duration: res.Duration, Err: err}
 	if err != nil {
-		u.log.Error("molt: upgrade failed", "err", err, "duration", time.Since(start))
+		u.finishUpgrade(s, res)
+		u.log.Error("molt: upgrade failed", "err", err, "duration", res.Duration)
+		ev.Kind = EventUpgradeFailed
+		u.emit(ev)
 		return err
 	}
-	u.log.Info("molt: upgrade succeeded", "successor_pid", s.pid(), "duration", time.Since(start))
+	ev.Kind = EventUpgradeSucceeded
+	u.emit(ev) // while this process still serves, before Exit is closed
+	u.finishUpgrade(s, res)
+	u.log.Info("molt: upgrade succeeded", "successor_pid", res.SuccessorPID, "duration", res.Duration)
 	return nil
 }
 
@@ -103,15 +116,19 @@ func (u *Upgrader) beginUpgrade() ([]handoff.Entry, []int, error) {
 
 // finishUpgrade leaves Upgrading: to Draining with the successor in charge,
 // or back to Ready. Stop waits for it (u.upgrading).
-func (u *Upgrader) finishUpgrade(s *successor, err error) {
+func (u *Upgrader) finishUpgrade(s *successor, res *UpgradeResult) {
+	err := res.Err
 	u.mu.Lock()
+	u.last = res
 	if err == nil {
 		u.state = StateDraining
 		u.successor = s
-		u.upgrades++
 		u.exitLocked(Upgraded)
-	} else if u.state == StateUpgrading {
-		u.state = StateReady
+	} else {
+		u.failures++
+		if u.state == StateUpgrading {
+			u.state = StateReady
+		}
 	}
 	close(u.upgrading)
 	u.upgrading = nil

@@ -46,6 +46,12 @@ type Upgrader struct {
 
 	readyMu sync.Mutex // serialises Ready; held while it waits for the parent's ACK
 
+	obsMu     sync.Mutex // protects observers; held while they are called
+	observers []*observer
+
+	pid     int       // os.Getpid() at New
+	started time.Time // when New was called
+
 	mu        sync.Mutex // protects the fields below and every entry's fields
 	state     State
 	entries   []*entry
@@ -53,7 +59,8 @@ type Upgrader struct {
 	reason    ExitReason
 	upgrading chan struct{} // closed when the running Upgrade has finished; nil when none runs
 	successor *successor    // the successor that took over; nil before
-	upgrades  int           // successful upgrades started by this generation
+	last      *UpgradeResult // the latest upgrade started by this generation; nil before
+	failures  int            // failed upgrades started by this generation
 }
 
 // New creates the process's Upgrader. If this process was started by an
@@ -85,6 +92,8 @@ func New(opts Options) (*Upgrader, error) {
 		stopped:    make(chan struct{}),
 		exit:       make(chan struct{}),
 		state:      StateStarting,
+		pid:        os.Getpid(),
+		started:    time.Now(),
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -166,12 +175,14 @@ func (u *Upgrader) Ready() error {
 	}
 
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	if u.state == StateStopped {
+		u.mu.Unlock()
 		return ErrStopped
 	}
 	u.state = StateReady
-	u.log.Info("molt: ready", "generation", u.generation, "pid", os.Getpid())
+	u.mu.Unlock()
+	u.log.Info("molt: ready", "generation", u.generation, "pid", u.pid)
+	u.emit(Event{Kind: EventReady})
 	return nil
 }
 
@@ -189,7 +200,11 @@ func (u *Upgrader) tellParentReady() {
 	select {
 	case <-u.parentAck:
 	case <-u.parentGone:
-		u.log.Warn("molt: parent gone before it acknowledged READY; serving alone")
+		// watchParent closes parentAck before parentGone: an ACK that
+		// arrived just before the end of the channel counts.
+		if !isDone(u.parentAck) {
+			u.log.Warn("molt: parent gone before it acknowledged READY; serving alone")
+		}
 	case <-u.stopping:
 	case <-t.C:
 		u.log.Warn("molt: parent did not acknowledge READY; serving anyway", "timeout", timeout)
@@ -259,6 +274,7 @@ func (u *Upgrader) Stop() {
 		<-u.stopped
 		return
 	}
+	u.emit(Event{Kind: EventStopping})
 	u.mu.Lock()
 	running := u.upgrading
 	u.mu.Unlock()

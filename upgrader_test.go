@@ -632,3 +632,66 @@ func TestUpgradeInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// TestEventsAndStats: observers see every transition in order, and Stats
+// reflects the inventory and the last upgrade.
+func TestEventsAndStats(t *testing.T) {
+	_, w := pipe(t)
+	role := "exit-init"
+	u := newUpgrader(t, molt.Options{Command: func(cmd *exec.Cmd) error {
+		return roleCommand(role, "tcp 127.0.0.1:0", w, nil)(cmd)
+	}})
+	var (
+		mu     sync.Mutex
+		events []molt.Event
+	)
+	remove := u.Observe(func(e molt.Event) {
+		if e.Kind == molt.EventUpgradeSucceeded && u.Stats().State != molt.StateUpgrading {
+			t.Errorf("upgrade-succeeded delivered in state %v, want it before the commit", u.Stats().State)
+		}
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	})
+	if _, err := u.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	failErr := u.Upgrade(context.Background())
+	if failErr == nil {
+		t.Fatal("Upgrade with a failing successor succeeded")
+	}
+	st := u.Stats()
+	if st.FailedUpgrades != 1 || st.LastUpgrade == nil || st.LastUpgrade.Err == nil || st.LastUpgrade.SuccessorPID == 0 {
+		t.Errorf("Stats after a failed upgrade = %+v, want 1 failure with its error and successor PID", st)
+	}
+	if len(st.Inventory) != 1 || st.Inventory[0].Kind != "listener" || st.Inventory[0].Addr != "127.0.0.1:0" || st.Inventory[0].Inherited {
+		t.Errorf("Stats.Inventory = %+v, want one new listener on 127.0.0.1:0", st.Inventory)
+	}
+	role = "exit-after-ready"
+	if err := u.Upgrade(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	u.Stop()
+	remove()
+
+	var kinds []string
+	for _, e := range events {
+		kinds = append(kinds, e.Kind.String())
+		if e.PID != os.Getpid() || e.Generation != 1 {
+			t.Errorf("event %v from pid %d generation %d, want %d and 1", e.Kind, e.PID, e.Generation, os.Getpid())
+		}
+	}
+	want := "ready upgrade-started upgrade-failed upgrade-started upgrade-succeeded stopping"
+	if got := strings.Join(kinds, " "); got != want {
+		t.Errorf("events = %s\nwant     %s", got, want)
+	}
+	if e := events[2]; e.Err == nil || e.SuccessorPID == 0 || e.Duration <= 0 {
+		t.Errorf("upgrade-failed event = %+v, want its error, successor PID and duration", e)
+	}
+	if e := events[4]; e.Err != nil || e.SuccessorPID == 0 {
+		t.Errorf("upgrade-succeeded event = %+v, want no error and the successor PID", e)
+	}
+}
