@@ -57,8 +57,8 @@ type Upgrader struct {
 	entries   []*entry
 	exit      chan struct{} // closed once, when reason leaves NotExited
 	reason    ExitReason
-	upgrading chan struct{} // closed when the running Upgrade has finished; nil when none runs
-	successor *successor    // the successor that took over; nil before
+	upgrading chan struct{}  // closed when the running Upgrade has finished; nil when none runs
+	successor *successor     // the successor that took over; nil before
 	last      *UpgradeResult // the latest upgrade started by this generation; nil before
 	failures  int            // failed upgrades started by this generation
 }
