@@ -4,7 +4,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/moltgo/molt/internal/handoff"
 )
@@ -87,9 +89,83 @@ type listener struct {
 	net.Listener
 	u *Upgrader
 	e *entry
+
+	mu     sync.Mutex // protects queue and closed
+	queue  []net.Conn // connections the parent handed over, not yet accepted
+	closed bool
 }
 
-func (l *listener) Close() error { return l.u.release(l.e) }
+// Accept returns the next connection: one the parent generation handed
+// over (see HandOver), or a new one from the kernel. Connections are
+// wrapped so that they can be handed over in turn.
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		if c := l.pop(); c != nil {
+			return c, nil
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if isTimeout(err) && !l.isClosed() {
+				// push woke us with a deadline in the past (nobody else
+				// can set one on this listener): clear it, take the queue.
+				l.setDeadline(time.Time{})
+				continue
+			}
+			return nil, err
+		}
+		return newAcceptedConn(c, l), nil
+	}
+}
+
+// push queues a connection handed over by the parent and wakes Accept. It
+// reports false if the listener is closed.
+func (l *listener) push(c net.Conn) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	l.queue = append(l.queue, newAcceptedConn(c, l))
+	l.mu.Unlock()
+	l.setDeadline(time.Unix(1, 0))
+	return true
+}
+
+func (l *listener) pop() net.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) == 0 {
+		return nil
+	}
+	c := l.queue[0]
+	l.queue[0] = nil
+	l.queue = l.queue[1:]
+	return c
+}
+
+func (l *listener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+func (l *listener) setDeadline(t time.Time) {
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(t)
+	}
+}
+
+func (l *listener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	queued := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, c := range queued {
+		c.Close()
+	}
+	return l.u.release(l.e)
+}
 
 // SyscallConn gives access to the listening socket (for socket options).
 func (l *listener) SyscallConn() (syscall.RawConn, error) { return l.e.live.SyscallConn() }

@@ -45,6 +45,7 @@ type Upgrader struct {
 	reapers  sync.WaitGroup // reapers of successors that took over; end when they exit
 
 	readyMu sync.Mutex // serialises Ready; held while it waits for the parent's ACK
+	sendMu  sync.Mutex // serialises sends on the successor's channel after the upgrade
 
 	obsMu     sync.Mutex // protects observers; held while they are called
 	observers []*observer
@@ -345,6 +346,10 @@ func (u *Upgrader) watchParent() {
 		if m.Type == handoff.TypeAck && !acked {
 			acked = true
 			close(u.parentAck)
+			continue
+		}
+		if m.Type == handoff.TypeConn {
+			u.receiveConn(m)
 			continue
 		}
 		u.log.Warn("molt: unexpected message from parent", "type", m.Type.String())

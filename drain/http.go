@@ -3,11 +3,14 @@ package drain
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/moltgo/molt"
 )
 
 // newConnGrace is how long a connection that has sent nothing yet may stay
@@ -15,12 +18,27 @@ import (
 // request at once, and net/http's own Shutdown uses the same five seconds.
 const newConnGrace = 5 * time.Second
 
+// DefaultIdleGrace is [Options.IdleGrace] when it is zero.
+const DefaultIdleGrace = time.Second
+
+// Options tune an [HTTPServer]. The zero value is ready to use.
+type Options struct {
+	// IdleGrace is how long an idle keep-alive connection that cannot be
+	// handed to the successor (TLS, or no successor because the service
+	// stops) stays open during a drain, so that a client about to send
+	// one more request gets it answered (with "Connection: close") rather
+	// than racing the close. Zero means DefaultIdleGrace.
+	IdleGrace time.Duration
+}
+
 // HTTPServer serves an *http.Server on listeners from molt and drains it
-// without dropping requests. Create it with [NewHTTPServer], call
+// without failing requests. Create it with [NewHTTPServer], call
 // [HTTPServer.Serve] for each listener, and [HTTPServer.Drain] when
 // [molt.Upgrader.Exit] is closed.
 type HTTPServer struct {
-	srv *http.Server
+	srv       *http.Server
+	idleGrace time.Duration
+	draining  chan struct{} // closed when Drain starts
 
 	// serving counts running Serve calls. Drain waits for them: a
 	// connection accepted just before the listener closed is known to
@@ -28,40 +46,69 @@ type HTTPServer struct {
 	serving sync.WaitGroup
 
 	mu        sync.Mutex // protects the fields below
-	conns     map[net.Conn]connState
+	conns     map[net.Conn]*connInfo
+	hijacked  map[net.Conn]struct{}
 	listeners map[net.Listener]struct{}
-	draining  bool
-	changed   chan struct{} // closed and replaced on every change the drain waits for
+	isDrain   bool
+	changed   chan struct{} // closed and replaced on every change Drain waits for
 }
 
-type connState struct {
+// connInfo is what the drain knows about one connection.
+type connInfo struct {
 	state http.ConnState
-	since time.Time
+	since time.Time // when it entered state
+	proto int       // HTTP major version of its requests; 0 before the first
 }
+
+type connKey struct{}
 
 // NewHTTPServer prepares srv to be drained: it wraps srv.Handler (nil means
-// http.DefaultServeMux) and chains srv.ConnState. Set srv's fields before;
-// do not call srv.Serve or srv.Shutdown yourself.
-func NewHTTPServer(srv *http.Server) *HTTPServer {
+// http.DefaultServeMux) and chains srv.ConnState and srv.ConnContext. Set
+// srv's fields before; call [HTTPServer.Serve] instead of srv.Serve, and
+// [HTTPServer.Drain] instead of srv.Shutdown.
+func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	s := &HTTPServer{
 		srv:       srv,
-		conns:     make(map[net.Conn]connState),
+		idleGrace: o.IdleGrace,
+		draining:  make(chan struct{}),
+		conns:     make(map[net.Conn]*connInfo),
+		hijacked:  make(map[net.Conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		changed:   make(chan struct{}),
+	}
+	if s.idleGrace <= 0 {
+		s.idleGrace = DefaultIdleGrace
 	}
 	h := srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			s.sawRequest(c, r.ProtoMajor)
+		}
 		h.ServeHTTP(&closingWriter{ResponseWriter: w, s: s}, r)
 	})
-	user := srv.ConnState
+	userState := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
-		s.track(c, st)
-		if user != nil {
-			user(c, st)
+		if st == http.StateIdle {
+			molt.Idle(c) // before net/http reads again: the hand-off's reference point
 		}
+		s.track(c, st)
+		if userState != nil {
+			userState(c, st)
+		}
+	}
+	userCtx := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if userCtx != nil {
+			ctx = userCtx(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
 	}
 	return s
 }
@@ -70,7 +117,7 @@ func NewHTTPServer(srv *http.Server) *HTTPServer {
 // then returns nil; any other error of srv.Serve is returned as is.
 func (s *HTTPServer) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.draining {
+	if s.isDrain {
 		s.mu.Unlock()
 		return nil
 	}
@@ -81,25 +128,39 @@ func (s *HTTPServer) Serve(ln net.Listener) error {
 	err := s.srv.Serve(ln)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.isDrain {
 		return nil
 	}
 	return err
 }
 
-// Drain stops accepting (the sockets live on in the successor), lets every
-// accepted connection finish the request it is on, answers each with
-// "Connection: close", closes connections only while they are idle, and
-// returns nil once none is left. If ctx ends first, it closes the rest and
-// returns ctx's error.
+// Draining returns a channel closed when Drain starts. Handlers of
+// long-lived responses (streams, server-sent events) and of hijacked
+// connections (WebSockets) select on it to finish their work before the
+// drain's deadline.
+func (s *HTTPServer) Draining() <-chan struct{} { return s.draining }
+
+// Drain finishes this process's work after a hand-off. It stops accepting
+// (the sockets live on in the successor, where new connections queue) and
+// closes [HTTPServer.Draining]. Then, for HTTP/1.x:
+//   - every request already accepted, or already in the kernel's buffer of
+//     an accepted connection, is answered; responses written from now on
+//     carry "Connection: close";
+//   - an idle keep-alive connection is handed to the successor
+//     ([molt.HandOver]) with whatever its client sent meanwhile, so it is
+//     never closed under a client's feet; one that cannot change process
+//     (TLS, or no successor) is closed after [Options.IdleGrace] without a
+//     request;
+//   - hijacked connections are waited for until their handler closes them.
 //
-// An idle keep-alive connection is closed while idle; a client that sends
-// a request on it at that very moment sees the connection close (Go's
-// client retries idempotent requests then). Hijacked connections are the
-// application's to finish.
+// When no HTTP/1 connection is left, HTTP/2 connections get a graceful
+// GOAWAY (net/http's Shutdown) and their streams complete. Drain returns
+// nil when everything is finished, or ctx's error after closing whatever
+// is left when ctx ends. It may be called once.
 func (s *HTTPServer) Drain(ctx context.Context) error {
 	s.mu.Lock()
-	s.draining = true
+	s.isDrain = true
+	close(s.draining)
 	for ln := range s.listeners {
 		ln.Close()
 	}
@@ -107,35 +168,107 @@ func (s *HTTPServer) Drain(ctx context.Context) error {
 	s.serving.Wait()
 
 	for {
+		left, wake := s.drainStep()
+		if left == 0 {
+			break
+		}
 		s.mu.Lock()
-		left := 0
-		now := time.Now()
-		for c, cs := range s.conns {
-			if cs.state == http.StateIdle || (cs.state == http.StateNew && now.Sub(cs.since) > newConnGrace) {
+		changed := s.changed
+		s.mu.Unlock()
+		t := time.NewTimer(wake)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			s.closeAll()
+			return context.Cause(ctx)
+		}
+		t.Stop()
+	}
+	// Only HTTP/2 connections are left: net/http's Shutdown sends them
+	// GOAWAY and waits for their streams.
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.closeAll()
+		return err
+	}
+	return nil
+}
+
+// drainStep hands over or closes what it can and reports how many
+// connections the first phase still waits for, and when to look again.
+func (s *HTTPServer) drainStep() (left int, wake time.Duration) {
+	wake = time.Second
+	s.mu.Lock()
+	var idle []net.Conn
+	now := time.Now()
+	for c, ci := range s.conns {
+		switch {
+		case ci.proto == 2 || isH2(c):
+			continue // phase two
+		case ci.state == http.StateNew:
+			if now.Sub(ci.since) > newConnGrace {
 				c.Close()
 				delete(s.conns, c)
 				continue
 			}
 			left++
+		case ci.state == http.StateIdle && ci.proto == 1:
+			idle = append(idle, c)
+		case ci.state == http.StateIdle:
+			continue // idle before any HTTP/1 request: HTTP/2, phase two
+		default:
+			left++
 		}
-		changed := s.changed
-		s.mu.Unlock()
-		if left == 0 {
-			break
-		}
-		t := time.NewTimer(time.Second) // re-check connections that were new
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Stop()
-			s.srv.Close()
-			return context.Cause(ctx)
-		case <-t.C:
-		}
-		t.Stop()
 	}
-	// No connection is left: net/http's Shutdown now only tidies up.
-	return s.srv.Shutdown(ctx)
+	left += len(s.hijacked)
+	s.mu.Unlock()
+
+	for _, c := range idle {
+		err := molt.HandOver(c)
+		switch {
+		case err == nil:
+			s.forget(c) // net/http's read ends with a timeout; it closes its copy
+		case errors.Is(err, molt.ErrConnBusy):
+			left++ // a request arrived: it is answered with Connection: close
+		default:
+			s.mu.Lock()
+			ci := s.conns[c]
+			s.mu.Unlock()
+			if ci == nil {
+				continue
+			}
+			if idleFor := now.Sub(ci.since); idleFor >= s.idleGrace {
+				c.Close()
+				s.forget(c)
+				continue
+			} else {
+				wake = min(wake, s.idleGrace-idleFor)
+			}
+			left++
+		}
+	}
+	return left, wake
+}
+
+func (s *HTTPServer) forget(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// closeAll closes every connection left when the deadline passed.
+func (s *HTTPServer) closeAll() {
+	s.srv.Close()
+	s.mu.Lock()
+	hijacked := make([]net.Conn, 0, len(s.hijacked))
+	for c := range s.hijacked {
+		hijacked = append(hijacked, c)
+	}
+	s.mu.Unlock()
+	for _, c := range hijacked {
+		c.Close() // takes s.mu to leave the books
+	}
 }
 
 func (s *HTTPServer) track(c net.Conn, st http.ConnState) {
@@ -145,21 +278,48 @@ func (s *HTTPServer) track(c net.Conn, st http.ConnState) {
 	case http.StateHijacked, http.StateClosed:
 		delete(s.conns, c)
 	default:
-		s.conns[c] = connState{state: st, since: time.Now()}
+		ci := s.conns[c]
+		if ci == nil {
+			ci = &connInfo{}
+			s.conns[c] = ci
+		}
+		ci.state, ci.since = st, time.Now()
 	}
+	s.signalLocked()
+}
+
+func (s *HTTPServer) sawRequest(c net.Conn, proto int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ci := s.conns[c]; ci != nil && ci.proto != proto {
+		ci.proto = proto
+	}
+}
+
+func (s *HTTPServer) signalLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
 
 func (s *HTTPServer) isDraining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
+	select {
+	case <-s.draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// isH2 reports whether c negotiated HTTP/2 over TLS.
+func isH2(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
 }
 
 // closingWriter adds "Connection: close" to a response whose headers are
 // written while the server drains, so the client does not reuse a
-// connection this process is about to close.
+// connection this process is about to give up, and tracks hijacked
+// connections.
 type closingWriter struct {
 	http.ResponseWriter
 	s           *HTTPServer
@@ -191,14 +351,36 @@ func (w *closingWriter) Flush() {
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// Hijack passes http.Hijacker through.
+// Hijack passes http.Hijacker through; the drain waits for the hijacked
+// connection until it is closed (or the deadline passes).
 func (w *closingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	h, ok := w.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("drain: the underlying ResponseWriter cannot be hijacked")
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
 	}
-	return h.Hijack()
+	hc := &hijackedConn{Conn: c, s: w.s}
+	w.s.mu.Lock()
+	w.s.hijacked[hc] = struct{}{}
+	w.s.mu.Unlock()
+	return hc, rw, nil
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *closingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// hijackedConn leaves the drain's books when its handler closes it.
+type hijackedConn struct {
+	net.Conn
+	s    *HTTPServer
+	once sync.Once
+}
+
+func (c *hijackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.hijacked, c)
+		c.s.signalLocked()
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

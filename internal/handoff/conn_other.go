@@ -48,6 +48,9 @@ func (c *Conn) SendReady() error { return ErrNotSupported }
 // SendFailed returns ErrNotSupported.
 func (c *Conn) SendFailed(reason string) error { return ErrNotSupported }
 
+// SendConn returns ErrNotSupported.
+func (c *Conn) SendConn(e Entry, fd int) error { return ErrNotSupported }
+
 // SendAck returns ErrNotSupported.
 func (c *Conn) SendAck() error { return ErrNotSupported }
 

@@ -161,6 +161,17 @@ func (c *Conn) SendFailed(reason string) error {
 	return c.write(AppendFrame(nil, TypeFailed, MarshalReason(reason)), nil)
 }
 
+// SendConn writes a CONN frame: e (of kind KindConn, its Addr naming the
+// listener the connection was accepted on) with the descriptor fd, which
+// the caller keeps. It blocks until the frame is written or the write
+// deadline passes.
+func (c *Conn) SendConn(e Entry, fd int) error {
+	if e.Kind != KindConn || fd < 0 {
+		return fmt.Errorf("handoff: CONN needs a connection entry and a descriptor (got %v, %d)", e.Kind, fd)
+	}
+	return c.write(AppendFrame(nil, TypeConn, MarshalEntries([]Entry{e})), unix.UnixRights(fd))
+}
+
 // SendAck writes an ACK frame. It blocks until the frame is written or the
 // write deadline passes.
 func (c *Conn) SendAck() error { return c.write(AppendFrame(nil, TypeAck, nil), nil) }
@@ -257,8 +268,9 @@ func (c *Conn) recvBatch(limit int) ([]Entry, []int, error) {
 	return batch, fds, nil
 }
 
-// RecvMessage reads the next frame, which must be READY, FAILED or ACK, and
-// returns it; Reason is set for FAILED. It blocks until a frame arrives or
+// RecvMessage reads the next frame, which must be READY, FAILED, ACK or
+// CONN, and returns it; Reason is set for FAILED, Entry and FD (owned by
+// the caller from then on) for CONN. It blocks until a frame arrives or
 // the read deadline passes. It returns io.EOF if the stream ends cleanly
 // between frames (for the child: the parent is gone), io.ErrUnexpectedEOF
 // if it ends inside a frame, a *VersionError for a frame of another
@@ -274,6 +286,9 @@ func (c *Conn) recvMessage() (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
+	if t == TypeConn {
+		return recvConn(p, fds)
+	}
 	closeFDs(fds)
 	switch {
 	case t == TypeHello || t == TypeInventory:
@@ -288,6 +303,23 @@ func (c *Conn) recvMessage() (Message, error) {
 		return Message{Type: t, Reason: r}, nil
 	}
 	return Message{Type: t}, nil
+}
+
+// recvConn decodes a CONN frame: one entry and exactly one descriptor.
+func recvConn(p []byte, fds []int) (Message, error) {
+	es, err := UnmarshalEntries(p)
+	switch {
+	case err != nil:
+	case len(es) != 1 || es[0].Kind != KindConn:
+		err = malformed("CONN frame with %d entries (want one connection)", len(es))
+	case len(fds) != 1:
+		err = malformed("CONN frame arrived with %s", descriptors(len(fds)))
+	}
+	if err != nil {
+		closeFDs(fds)
+		return Message{}, err
+	}
+	return Message{Type: TypeConn, Entry: es[0], FD: fds[0]}, nil
 }
 
 // sticky records err as the receive error for all later calls, unless it is

@@ -37,6 +37,7 @@ const (
 	TypeReady     Type = 3 // child → parent: the child serves
 	TypeFailed    Type = 4 // child → parent: the child gives up, with a reason
 	TypeAck       Type = 5 // parent → child: the parent committed the upgrade
+	TypeConn      Type = 6 // parent → child, after ACK: an idle connection to serve, with its descriptor
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
@@ -53,12 +54,14 @@ func (t Type) String() string {
 		return "FAILED"
 	case TypeAck:
 		return "ACK"
+	case TypeConn:
+		return "CONN"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypeAck }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeConn }
 
 // AppendFrame appends a complete frame (header and payload) of type t,
 // written with [Version], to dst and returns the extended slice. It does not

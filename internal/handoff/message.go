@@ -57,8 +57,10 @@ type Hello struct {
 // Message is a frame that carries no descriptors and at most a reason: what
 // [Conn.RecvMessage] returns.
 type Message struct {
-	Type   Type   // TypeReady, TypeFailed or TypeAck
+	Type   Type   // TypeReady, TypeFailed, TypeAck or TypeConn
 	Reason string // why the child gave up; only for TypeFailed
+	Entry  Entry  // the connection and the listener it came from; only for TypeConn
+	FD     int    // the connection's descriptor, owned by the caller; only for TypeConn
 }
 
 // maxReason caps the bytes of a FAILED reason written by MarshalReason.

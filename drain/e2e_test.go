@@ -1,0 +1,332 @@
+//go:build linux
+
+package drain_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/drain"
+)
+
+// The test binary plays the server when envServe is set: a molt service
+// that upgrades on SIGHUP and reports on standard output as JSON lines.
+const envServe = "MOLT_DRAIN_TEST_SERVE" // "tcp" or "tls"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envServe); mode != "" {
+		os.Exit(serve(mode))
+	}
+	os.Exit(m.Run())
+}
+
+type serverEvent struct {
+	Event string `json:"event"`
+	PID   int    `json:"pid"`
+	Gen   uint64 `json:"gen"`
+	Addr  string `json:"addr,omitempty"`
+	Err   string `json:"err,omitempty"`
+}
+
+func report(e serverEvent) {
+	e.PID = os.Getpid()
+	b, _ := json.Marshal(e)
+	os.Stdout.Write(append(b, '\n'))
+}
+
+// serve is the server process: HTTP/1.1 and h2c (or TLS with h2) on a
+// listener inherited across upgrades.
+func serve(mode string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: time.Minute})
+	if err != nil {
+		report(serverEvent{Event: "error", Err: err.Error()})
+		return 1
+	}
+	ln, err := upg.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		report(serverEvent{Event: "error", Err: err.Error()})
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d", os.Getpid())
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %d", os.Getpid(), len(b))
+	})
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		for i := range 10 { // about half a second: longer than a hand-off
+			fmt.Fprintf(w, "chunk %d\n", i)
+			rc.Flush()
+			time.Sleep(50 * time.Millisecond)
+		}
+		fmt.Fprint(w, "end\n")
+	})
+	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	served := ln
+	if mode == "tls" {
+		srv.Protocols.SetHTTP2(true)
+		served = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{testCert()}, NextProtos: []string{"h2", "http/1.1"}})
+	}
+	ds := drain.NewHTTPServer(srv)
+	go ds.Serve(served)
+	if err := upg.Ready(); err != nil {
+		report(serverEvent{Event: "error", Err: err.Error()})
+		return 1
+	}
+	report(serverEvent{Event: "ready", Gen: upg.Generation(), Addr: ln.Addr().String()})
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
+	go func() {
+		for s := range sig {
+			if s == syscall.SIGTERM {
+				upg.Stop()
+				return
+			}
+			if err := upg.Upgrade(context.Background()); err != nil {
+				report(serverEvent{Event: "upgrade-failed", Err: err.Error()})
+			}
+		}
+	}()
+	<-upg.Exit()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = ds.Drain(ctx)
+	upg.Stop()
+	e := serverEvent{Event: "exit", Gen: upg.Generation()}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	report(e)
+	return 0
+}
+
+// clientKind is one way of talking to the server.
+type clientKind struct {
+	name string
+	do   func(c *http.Client, base string) error
+	tr   func() http.RoundTripper
+}
+
+func keepAliveTransport(tlsMode bool) func() http.RoundTripper {
+	return func() http.RoundTripper {
+		return &http.Transport{MaxIdleConnsPerHost: 64, TLSClientConfig: &tls.Config{InsecureSkipVerify: tlsMode}}
+	}
+}
+
+func expect(resp *http.Response, err error, check func(body string) bool) error {
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !check(string(b)) {
+		return fmt.Errorf("status %s, body %q", resp.Status, b)
+	}
+	return nil
+}
+
+func clientKinds(tlsMode bool) []clientKind {
+	get := func(c *http.Client, base string) error {
+		resp, err := c.Get(base + "/")
+		return expect(resp, err, func(b string) bool { _, err := strconv.Atoi(b); return err == nil })
+	}
+	post := func(c *http.Client, base string) error {
+		body := bytes.Repeat([]byte("x"), 1000)
+		req, _ := http.NewRequest(http.MethodPost, base+"/echo", bytes.NewReader(body))
+		// Go's client never retries a POST without an idempotency key:
+		// any connection closed under it fails the request.
+		resp, err := c.Do(req)
+		return expect(resp, err, func(b string) bool { return strings.HasSuffix(b, " 1000") })
+	}
+	stream := func(c *http.Client, base string) error {
+		resp, err := c.Get(base + "/stream")
+		return expect(resp, err, func(b string) bool { return strings.HasSuffix(b, "end\n") })
+	}
+	kinds := []clientKind{
+		{"keep-alive GET", get, keepAliveTransport(tlsMode)},
+		{"keep-alive POST (no retry)", post, keepAliveTransport(tlsMode)},
+		{"Connection: close", get, func() http.RoundTripper {
+			return &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: tlsMode}}
+		}},
+		{"streaming", stream, keepAliveTransport(tlsMode)},
+	}
+	h2 := func() http.RoundTripper {
+		tr := &http.Transport{Protocols: new(http.Protocols), TLSClientConfig: &tls.Config{InsecureSkipVerify: tlsMode}}
+		if tlsMode {
+			tr.Protocols.SetHTTP2(true)
+		} else {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		}
+		return tr
+	}
+	return append(kinds, clientKind{"HTTP/2 POST", post, h2})
+}
+
+// TestZeroFailedAcrossUpgrades runs a real server through 10 upgrades
+// while clients of every kind keep it busy, and counts failed requests.
+func TestZeroFailedAcrossUpgrades(t *testing.T) {
+	for _, mode := range []string{"tcp", "tls"} {
+		t.Run(mode, func(t *testing.T) { runUpgrades(t, mode, 10) })
+	}
+}
+
+func runUpgrades(t *testing.T, mode string, upgrades int) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envServe+"="+mode)
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	events := make(chan serverEvent, 64)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var e serverEvent
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				events <- e
+			}
+		}
+	}()
+	exits := 0 // exit events seen; every generation must report one
+	next := func(kind string) serverEvent {
+		t.Helper()
+		timeout := time.After(2 * time.Minute)
+		for {
+			select {
+			case e, ok := <-events:
+				if !ok {
+					t.Fatalf("server output ended while waiting for %q", kind)
+				}
+				if e.Event == "error" || e.Event == "upgrade-failed" {
+					t.Fatalf("server: %s: %s", e.Event, e.Err)
+				}
+				if e.Event == "exit" {
+					exits++
+					if e.Err != "" {
+						t.Errorf("generation %d drain: %s", e.Gen, e.Err)
+					}
+				}
+				if e.Event == kind {
+					return e
+				}
+			case <-timeout:
+				t.Fatalf("no %q event within 2 minutes", kind)
+			}
+		}
+	}
+	ready := next("ready")
+	pids := []int{ready.PID}
+	t.Cleanup(func() {
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		cmd.Wait()
+	})
+	scheme := "http://"
+	if mode == "tls" {
+		scheme = "https://"
+	}
+	base := scheme + ready.Addr
+
+	type tally struct {
+		ok, failed int
+		errs       []string
+	}
+	kinds := clientKinds(mode == "tls")
+	results := make([]tally, len(kinds))
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	const perKind = 4
+	for i, k := range kinds {
+		client := &http.Client{Transport: k.tr(), Timeout: time.Minute}
+		defer client.CloseIdleConnections()
+		for range perKind {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; n < 100000; n++ { // bounded; stop ends it sooner
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					err := k.do(client, base)
+					mu.Lock()
+					if err != nil {
+						results[i].failed++
+						if len(results[i].errs) < 3 {
+							results[i].errs = append(results[i].errs, err.Error())
+						}
+					} else {
+						results[i].ok++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	cur := ready.PID
+	for i := range upgrades {
+		time.Sleep(100 * time.Millisecond) // spacing between upgrades, not synchronisation
+		syscall.Kill(cur, syscall.SIGHUP)
+		e := next("ready")
+		if e.Gen != uint64(i+2) || e.Addr != ready.Addr {
+			t.Fatalf("upgrade %d: generation %d on %s, want %d on %s", i+1, e.Gen, e.Addr, i+2, ready.Addr)
+		}
+		cur = e.PID
+		pids = append(pids, cur)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	for i, k := range kinds {
+		res := results[i]
+		t.Logf("%-28s %7d ok %3d failed %v", k.name, res.ok, res.failed, res.errs)
+		if res.failed != 0 || res.ok == 0 {
+			t.Errorf("%s: %d ok, %d failed across %d upgrades; want >0 and 0: %v", k.name, res.ok, res.failed, upgrades, res.errs)
+		}
+	}
+	syscall.Kill(cur, syscall.SIGTERM)
+	for exits < len(pids) {
+		next("exit")
+	}
+}
