@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -329,4 +330,91 @@ func runUpgrades(t *testing.T, mode string, upgrades int) {
 	for exits < len(pids) {
 		next("exit")
 	}
+}
+
+// TestIdleConnectionHandedOver: a keep-alive connection that is idle
+// during an upgrade is not closed: the successor serves its next request,
+// on the same TCP connection.
+func TestIdleConnectionHandedOver(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envServe+"=tcp")
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	dec := json.NewDecoder(r)
+	var early []serverEvent // events that came before the one waited for
+	next := func(kind string) serverEvent {
+		t.Helper()
+		for i, e := range early {
+			if e.Event == kind {
+				early = append(early[:i], early[i+1:]...)
+				return e
+			}
+		}
+		for {
+			var e serverEvent
+			if err := dec.Decode(&e); err != nil {
+				t.Fatalf("waiting for %q: %v", kind, err)
+			}
+			if e.Event == kind {
+				return e
+			}
+			early = append(early, e)
+		}
+	}
+	ready := next("ready")
+	var pids []int
+	t.Cleanup(func() {
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		cmd.Wait()
+	})
+	pids = append(pids, ready.PID)
+
+	// One connection, used by hand: the test sees exactly what the client sees.
+	c, err := net.Dial("tcp", ready.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(c)
+	get := func() (string, error) {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.Close {
+			return string(b), fmt.Errorf("response asks to close the connection")
+		}
+		return string(b), err
+	}
+	if body, err := get(); err != nil || body != strconv.Itoa(ready.PID) {
+		t.Fatalf("first request = %q, %v; want served by %d", body, err, ready.PID)
+	}
+	syscall.Kill(ready.PID, syscall.SIGHUP) // the connection is idle now
+	gen2 := next("ready")
+	pids = append(pids, gen2.PID)
+	if e := next("exit"); e.PID != ready.PID || e.Err != "" {
+		t.Fatalf("exit event %+v, want generation 1 drained cleanly", e)
+	}
+	body, err := get() // generation 1 is gone: only a hand-over can answer this
+	if err != nil || body != strconv.Itoa(gen2.PID) {
+		t.Fatalf("request on the idle connection after the upgrade = %q, %v; want served by %d on the same connection", body, err, gen2.PID)
+	}
+	syscall.Kill(gen2.PID, syscall.SIGTERM)
+	next("exit")
 }
