@@ -1,0 +1,117 @@
+package drain_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt/drain"
+)
+
+// echoLines serves a line protocol: each line is answered with "ok <line>";
+// once the tracker drains, the answer ends the exchange and the connection.
+func echoLines(ln net.Listener, draining <-chan struct{}) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "ok %s", line)
+				select {
+				case <-draining:
+					return
+				default:
+				}
+			}
+		}()
+	}
+}
+
+func TestTrackerDrainWaitsForConnections(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := drain.NewTracker()
+	ln := tr.Listener(raw)
+	go echoLines(ln, tr.Draining())
+
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	r := bufio.NewReader(c)
+	fmt.Fprint(c, "one\n")
+	if got, _ := r.ReadString('\n'); got != "ok one\n" {
+		t.Fatalf("reply = %q", got)
+	}
+	if got := tr.Active(); got != 1 {
+		t.Fatalf("Active = %d, want 1", got)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- tr.Drain(context.Background()) }()
+	<-tr.Draining()
+	select {
+	case err := <-done:
+		t.Fatalf("Drain returned %v with a connection still open", err)
+	default:
+	}
+	fmt.Fprint(c, "two\n") // answered, then the server closes
+	if got, _ := r.ReadString('\n'); got != "ok two\n" {
+		t.Fatalf("reply during drain = %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if _, err := net.Dial("tcp", raw.Addr().String()); err == nil {
+		t.Error("listener still accepts after Drain")
+	}
+}
+
+func TestTrackerDrainDeadline(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := drain.NewTracker()
+	ln := tr.Listener(raw)
+	accepted := make(chan net.Conn, 1)
+	go func() { // a handler that never finishes by itself
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-accepted
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Drain past its deadline = %v, want context.Canceled", err)
+	}
+	if got := tr.Active(); got != 0 {
+		t.Errorf("Active after a forced drain = %d, want 0", got)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("connection still open after the forced drain")
+	}
+}
