@@ -53,6 +53,14 @@
 // socket), and a ":0" listener keeps its port. Closing a handle releases
 // its entry.
 //
+// # Connections
+//
+// After a successful upgrade the old generation may pass idle accepted
+// connections to the successor with [HandOver] (package drain does this
+// for net/http): the successor's listener returns them from Accept, with
+// whatever the client sent meanwhile still in the kernel's buffer, so the
+// client never sees its keep-alive connection close.
+//
 // # Environment
 //
 // molt uses one environment variable, MOLT_HANDOFF_FD, which a parent sets
@@ -69,8 +77,9 @@
 //
 // # What molt does not do
 //
-// molt does not drain your server: package drain does that for net/http,
-// and the pattern above shows where your own drain goes. It does not
+// molt does not drain your server by itself: package drain does that for
+// net/http (and counts connections for other servers), and the pattern
+// above shows where your own drain goes. It does not
 // supervise: a successor that crashes after it became ready is not
 // restarted (systemd's Restart= is). It does not run on Windows, where
 // [New] returns [ErrNotSupported]. Each successor runs in a process group

@@ -28,6 +28,12 @@ import (
 // when the generation that serves them closes them, and never while another
 // generation may serve them.
 //
+// The listener's Accept also returns the idle connections the previous
+// generation handed over ([HandOver]). The connections it returns wrap the
+// kernel's so that they can be handed over in turn; their NetConn method
+// returns the *net.TCPConn or *net.UnixConn, and the listener's
+// SyscallConn gives access to the listening socket.
+//
 // Listen fails with [ErrUpgradeInProgress], [ErrUpgraded] or [ErrStopped] in
 // those states.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
