@@ -695,3 +695,93 @@ func TestEventsAndStats(t *testing.T) {
 		t.Errorf("upgrade-succeeded event = %+v, want no error and the successor PID", e)
 	}
 }
+
+// TestUpgradeBadBinary: a successor binary that is missing, not
+// executable, or a script that exits 1 fails the upgrade with a reason;
+// the parent serves on.
+func TestUpgradeBadBinary(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-exec")
+	os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644)
+	script := filepath.Join(dir, "exit1.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho 'config invalid' >&2\nexit 1\n"), 0o755)
+	tests := []struct {
+		name, path string
+		stage      molt.Stage
+		want       string
+	}{
+		{"missing", filepath.Join(dir, "missing"), molt.StageStart, "no such file"},
+		{"not executable", notExec, molt.StageStart, "permission denied"},
+		{"script exits 1", script, molt.StageInit, "exit status 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpgrader(t, molt.Options{Command: func(cmd *exec.Cmd) error {
+				cmd.Path, cmd.Args = tc.path, []string{tc.path}
+				cmd.Stdout = nil
+				return nil
+			}})
+			ln, err := u.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			url := serveHere(t, u, ln)
+			if err := u.Ready(); err != nil {
+				t.Fatal(err)
+			}
+			fds := countFDs(t)
+			err = u.Upgrade(context.Background())
+			var ce *molt.ChildError
+			if !errors.As(err, &ce) || ce.Stage != tc.stage || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Upgrade = %v, want a ChildError at stage %v mentioning %q", err, tc.stage, tc.want)
+			}
+			if _, err := httpGet(url); err != nil {
+				t.Errorf("parent does not serve after the failed upgrade: %v", err)
+			}
+			if got := settle(fds, func() int { return countFDs(t) }); got != fds {
+				t.Errorf("open descriptors = %d, want %d", got, fds)
+			}
+		})
+	}
+}
+
+// TestUpgradeFDLimitTooLow: an inventory larger than the successor's
+// RLIMIT_NOFILE fails the hand-off with a reason; the parent serves on.
+func TestUpgradeFDLimitTooLow(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	_, w := pipe(t)
+	u := newUpgrader(t, molt.Options{Command: func(cmd *exec.Cmd) error {
+		roleCommand("exit-after-ready", "tcp 127.0.0.1:0", w, nil)(cmd)
+		cmd.Args = append([]string{prlimit, "--nofile=40", "--", cmd.Path}, cmd.Args[1:]...)
+		cmd.Path = prlimit
+		return nil
+	}})
+	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveHere(t, u, ln)
+	for i := range 64 {
+		f, err := os.CreateTemp(t.TempDir(), "f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := u.AddFile(fmt.Sprint("f", i), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	err = u.Upgrade(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "MSG_CTRUNC") {
+		t.Fatalf("Upgrade with 65 entries into a successor limited to 40 descriptors = %v, want an error naming MSG_CTRUNC", err)
+	}
+	t.Logf("Upgrade: %v", err)
+	if _, err := httpGet(url); err != nil {
+		t.Errorf("parent does not serve after the failed upgrade: %v", err)
+	}
+}
