@@ -1,0 +1,49 @@
+// Command molt drives a service built with molt through its control socket
+// and reports the result: whether an upgrade worked, and if not, why.
+//
+// Usage:
+//
+//	molt [flags] upgrade|stop|status
+//
+// The commands are:
+//
+//	upgrade   start a new generation of the service and wait for the result
+//	stop      stop the service gracefully (it drains, then exits)
+//	status    show the serving generation
+//
+// The flags, accepted before or after the command, are:
+//
+//	-s, --socket PATH   the control socket (default: $MOLT_SOCKET)
+//	    --json          print the reply as JSON, for scripts
+//	    --timeout D     give up waiting after D (default: 5m for upgrade, 10s otherwise)
+//	-h, --help          show the usage
+//
+// The exit status says what happened, so a deploy script or an
+// orchestrator can stop a rollout on the first failure:
+//
+//	0  success
+//	1  failed: the upgrade failed (the service goes on serving), or the
+//	   service refused the request
+//	2  usage error
+//	3  an upgrade is already in progress; nothing was started
+//	4  unreachable: no service accepts on the socket
+//	5  permission denied: the socket's permissions, or the service refused
+//	   this user
+//	6  no reply within the timeout, or the connection was lost: the
+//	   outcome is unknown (ask with molt status)
+//
+// Results go to standard output, errors to standard error. With --json
+// every outcome, errors included, is one JSON object on standard output:
+// the service's reply (see package control), or {"ok":false,"code":...,
+// "error":...} when there was none ("unreachable", "permission_denied",
+// "no_reply", "unavailable", "protocol_error"). On a terminal a progress
+// line on standard error shows that molt is waiting.
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)))
+}

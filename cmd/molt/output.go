@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moltgo/molt/control"
+)
+
+// location is the time zone of the times molt prints.
+var location = time.Local
+
+// printReply prints a reply for people: results to stdout, failures to
+// stderr.
+func printReply(stdout, stderr io.Writer, rep *control.Reply, now time.Time) {
+	if rep.Code != control.CodeOK {
+		printFailure(stderr, rep)
+		return
+	}
+	switch rep.Op {
+	case control.OpUpgrade:
+		u := rep.Upgrade
+		if u == nil {
+			fmt.Fprintln(stdout, "upgraded")
+			return
+		}
+		fmt.Fprintf(stdout, "upgraded: pid %d serves as generation %d (took %s; pid %d drains and exits)\n",
+			u.SuccessorPID, u.Successor(), duration(u.Duration), u.PID)
+	case control.OpStop:
+		fmt.Fprintf(stdout, "stopping: pid %d (generation %d) stops accepting, drains and exits\n", rep.PID, rep.Generation)
+	case control.OpStatus:
+		if rep.Status != nil {
+			printStatus(stdout, rep.Status, now)
+		}
+	}
+}
+
+// printFailure explains a reply that is not ok.
+func printFailure(w io.Writer, rep *control.Reply) {
+	switch rep.Code {
+	case control.CodeFailed:
+		u := rep.Upgrade
+		if u == nil {
+			fmt.Fprintf(w, "molt: upgrade failed: %s\n", rep.Error)
+			return
+		}
+		fmt.Fprintf(w, "molt: upgrade failed after %s: %s\n", duration(u.Duration), failure(u))
+		fmt.Fprintf(w, "molt: pid %d (generation %d) goes on serving\n", rep.PID, rep.Generation)
+	case control.CodeInProgress:
+		fmt.Fprintf(w, "molt: upgrade not started: %s\n", rep.Error)
+	case control.CodePermissionDenied:
+		fmt.Fprintf(w, "molt: %s: %s\n", rep.Op, rep.Error)
+		fmt.Fprintln(w, "molt: run molt as the service's user or as root")
+	default:
+		fmt.Fprintf(w, "molt: %s: %s (%s)\n", rep.Op, rep.Error, rep.Code)
+	}
+}
+
+// failure describes why an upgrade failed, with the successor's exit
+// status when the reason does not already say it.
+func failure(u *control.UpgradeResult) string {
+	reason := u.Reason
+	if u.ExitStatus != "" && !strings.Contains(reason, u.ExitStatus) {
+		reason += " (" + u.ExitStatus + ")"
+	}
+	switch {
+	case u.SuccessorPID == 0:
+		return "the successor did not start: " + reason
+	case u.Stage == "":
+		return fmt.Sprintf("successor pid %d: %s", u.SuccessorPID, reason)
+	}
+	return fmt.Sprintf("successor pid %d failed during %s: %s", u.SuccessorPID, u.Stage, reason)
+}
+
+// printStatus prints a status as aligned name/value lines.
+func printStatus(w io.Writer, st *control.Status, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "pid\t%d\n", st.PID)
+	gen := fmt.Sprint(st.Generation)
+	if st.ParentPID != 0 {
+		gen += fmt.Sprintf(" (parent pid %d)", st.ParentPID)
+	}
+	fmt.Fprintf(tw, "generation\t%s\n", gen)
+	fmt.Fprintf(tw, "state\t%s\n", st.State)
+	fmt.Fprintf(tw, "uptime\t%s (since %s)\n", st.Uptime.Round(time.Second), st.Started.In(location).Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(tw, "upgrades\t%d done, %d failed\n", st.Upgrades, st.FailedUpgrades)
+	fmt.Fprintf(tw, "last upgrade\t%s\n", lastUpgrade(st.LastUpgrade, now))
+	tw.Flush()
+
+	if len(st.Listeners) == 0 {
+		fmt.Fprintln(w, "listeners     none")
+		return
+	}
+	lw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for i, l := range st.Listeners {
+		label := ""
+		if i == 0 {
+			label = "listeners"
+		}
+		origin := "new"
+		if l.Inherited {
+			origin = "inherited"
+		}
+		var notes []string
+		if l.Name != "" {
+			notes = append(notes, fmt.Sprintf("name %q", l.Name))
+		}
+		if l.Control {
+			notes = append(notes, "control")
+		}
+		line := fmt.Sprintf("%-12s\t%s\t%s\t%s", label, l.Network, l.Address, origin)
+		if len(notes) > 0 {
+			line += "\t" + strings.Join(notes, ", ")
+		}
+		fmt.Fprintln(lw, line)
+	}
+	lw.Flush()
+}
+
+// lastUpgrade describes the latest upgrade in a line.
+func lastUpgrade(u *control.UpgradeResult, now time.Time) string {
+	if u == nil {
+		return "none"
+	}
+	ago := now.Sub(u.Started.Add(u.Duration)).Round(time.Second)
+	if u.OK {
+		return fmt.Sprintf("ok: pid %d took over from pid %d as generation %d in %s, %s ago",
+			u.SuccessorPID, u.PID, u.Successor(), duration(u.Duration), ago)
+	}
+	return fmt.Sprintf("failed after %s, %s ago: %s", duration(u.Duration), ago, failure(u))
+}
+
+// duration rounds d for people: 48.2ms, 1.23s, 2m5s.
+func duration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

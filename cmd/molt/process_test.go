@@ -1,0 +1,312 @@
+//go:build unix
+
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt/control"
+)
+
+// shortDir returns a new directory with a short path (Unix socket paths
+// are limited to about 100 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "mcli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func decodeReply(t *testing.T, r result) control.Reply {
+	t.Helper()
+	var rep control.Reply
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("--json output %q: %v", r.stdout, err)
+	}
+	return rep
+}
+
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return syscall.Kill(pid, 0) == syscall.ESRCH
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 6000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 60s", what)
+}
+
+var upgradedLine = regexp.MustCompile(`^upgraded: pid (\d+) serves as generation (\d+) \(took [0-9.]+[µm]?s; pid (\d+) drains and exits\)\n$`)
+
+// TestCLIUpgrade upgrades a service twice with the molt command, checks
+// the new PIDs against the services' own reports, asks for the status and
+// stops the service.
+func TestCLIUpgrade(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "c.sock")
+	svc := startService(t, sock)
+
+	r := moltCLI(t, "-s", sock, "upgrade")
+	m := upgradedLine.FindStringSubmatch(r.stdout)
+	if r.code != exitOK || m == nil || r.stderr != "" {
+		t.Fatalf("molt upgrade: exit %d, stdout %q, stderr %q; want 0 and the new PID", r.code, r.stdout, r.stderr)
+	}
+	ready := svc.ev.wait(t, "ready")
+	if m[1] != ready["pid"] || m[2] != "2" || ready["gen"] != "2" || m[3] != strconv.Itoa(svc.pid) {
+		t.Errorf("molt upgrade said pid %s generation %s (from %s); the successor reported %v (from %d)", m[1], m[2], m[3], ready, svc.pid)
+	}
+	pid2, _ := strconv.Atoi(ready["pid"])
+
+	r = moltCLI(t, "upgrade", "--json", "--socket", sock)
+	rep := decodeReply(t, r)
+	ready = svc.ev.wait(t, "ready")
+	if r.code != exitOK || !rep.OK || rep.Code != control.CodeOK || rep.Upgrade == nil ||
+		strconv.Itoa(rep.Upgrade.SuccessorPID) != ready["pid"] || rep.Upgrade.Successor() != 3 || rep.PID != pid2 {
+		t.Errorf("molt upgrade --json: exit %d, %+v; want ok, successor %v", r.code, rep, ready)
+	}
+	pid3, _ := strconv.Atoi(ready["pid"])
+
+	r = moltCLI(t, "status", "-s", sock)
+	for _, want := range []string{
+		"pid           " + ready["pid"] + "\n",
+		"generation    3 (parent pid " + strconv.Itoa(pid2) + ")\n",
+		"state         ready\n",
+		"upgrades      2 done, 0 failed\n",
+		"last upgrade  ok: pid " + ready["pid"] + " took over from pid " + strconv.Itoa(pid2) + " as generation 3 in ",
+		"listeners     unix  " + sock + "  inherited  control\n",
+		"tcp4  127.0.0.1:0",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("molt status output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if r.code != exitOK {
+		t.Errorf("molt status: exit %d", r.code)
+	}
+	t.Logf("molt status:\n%s", r.stdout)
+
+	t.Setenv(envSocket, sock) // the environment variable instead of -s
+	r = moltCLI(t, "status", "--json")
+	if rep := decodeReply(t, r); r.code != exitOK || rep.Status == nil || rep.Status.PID != pid3 || rep.Status.Generation != 3 || rep.Status.Upgrades != 2 {
+		t.Errorf("molt status --json: exit %d, %s", r.code, r.stdout)
+	}
+
+	r = moltCLI(t, "stop")
+	if want := "stopping: pid " + ready["pid"] + " (generation 3) stops accepting, drains and exits\n"; r.code != exitOK || r.stdout != want {
+		t.Errorf("molt stop: exit %d, stdout %q; want 0, %q", r.code, r.stdout, want)
+	}
+	exits := map[string]string{} // pid → reason
+	for range 3 {
+		got := svc.ev.wait(t, "exiting")
+		exits[got["pid"]] = got["reason"]
+	}
+	if want := map[string]string{strconv.Itoa(svc.pid): "upgraded", strconv.Itoa(pid2): "upgraded", ready["pid"]: "stopped"}; !maps.Equal(exits, want) {
+		t.Errorf("generations exited as %v, want %v", exits, want)
+	}
+	waitFor(t, "generation 3 exited", func() bool { return processGone(pid3) })
+
+	r = moltCLI(t, "status")
+	if r.code != exitUnreachable || !strings.Contains(r.stderr, "socket unreachable") {
+		t.Errorf("molt status after stop: exit %d, stderr %q; want %d, unreachable", r.code, r.stderr, exitUnreachable)
+	}
+	r = moltCLI(t, "status", "--json")
+	if rep := decodeReply(t, r); r.code != exitUnreachable || rep.OK || rep.Code != "unreachable" {
+		t.Errorf("molt status --json after stop: exit %d, %s", r.code, r.stdout)
+	}
+}
+
+// TestCLIUpgradeFails: a successor that exits during its start makes molt
+// upgrade exit non-zero with the reason, and the service goes on.
+func TestCLIUpgradeFails(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "c.sock")
+	svc := startService(t, sock, envNext+"=fail-init")
+
+	r := moltCLI(t, "-s", sock, "upgrade")
+	failed := regexp.MustCompile(`^molt: upgrade failed after [0-9.]+[µm]?s: successor pid \d+ failed during init: exit status 3\n` +
+		`molt: pid ` + strconv.Itoa(svc.pid) + ` \(generation 1\) goes on serving\n$`)
+	if r.code != exitFailed || !failed.MatchString(r.stderr) || r.stdout != "" {
+		t.Errorf("molt upgrade: exit %d, stdout %q, stderr %q; want %d and the reason", r.code, r.stdout, r.stderr, exitFailed)
+	}
+
+	r = moltCLI(t, "-s", sock, "upgrade", "--json")
+	rep := decodeReply(t, r)
+	u := rep.Upgrade
+	if r.code != exitFailed || rep.OK || rep.Code != control.CodeFailed || u == nil || u.OK ||
+		u.Reason != "exit status 3" || u.ExitCode == nil || *u.ExitCode != 3 || u.Stage != "init" ||
+		!strings.Contains(rep.Error, "exit status 3") || rep.PID != svc.pid {
+		t.Errorf("molt upgrade --json: exit %d, %s; want failed with exit status 3", r.code, r.stdout)
+	}
+
+	r = moltCLI(t, "-s", sock, "status")
+	if r.code != exitOK || !strings.Contains(r.stdout, "pid           "+strconv.Itoa(svc.pid)+"\n") ||
+		!strings.Contains(r.stdout, "upgrades      0 done, 2 failed\n") ||
+		!strings.Contains(r.stdout, "failed during init: exit status 3") {
+		t.Errorf("molt status after the failures: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// TestCLIConcurrentUpgrades starts 20 molt upgrade at once: exactly one
+// upgrade runs, the other 19 are told it is in progress.
+func TestCLIConcurrentUpgrades(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "c.sock")
+	release := filepath.Join(dir, "release")
+	svc := startService(t, sock, envNext+"=held", envRelease+"="+release)
+
+	const n = 20
+	results := make(chan result, n)
+	for range n {
+		cmd := cliCommand("-s", sock, "--json", "upgrade")
+		go func() {
+			r, err := runCmdErr(cmd)
+			if err != nil {
+				r.stderr, r.code = err.Error(), -1
+			}
+			results <- r
+		}()
+	}
+	// The successor waits for the release file: until then the upgrade
+	// cannot end, so every other request meets it running.
+	held := svc.ev.wait(t, "held")
+	var inProgress int
+	for i := range n - 1 {
+		var r result
+		select {
+		case r = <-results:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("only %d of %d molt upgrade returned while the upgrade was held", i, n-1)
+		}
+		rep := decodeReply(t, r)
+		if r.code != exitInProgress || rep.Code != control.CodeInProgress || !strings.Contains(rep.Error, "in progress") {
+			t.Errorf("molt upgrade (while another ran): exit %d, %s; want %d, in_progress", r.code, r.stdout, exitInProgress)
+			continue
+		}
+		inProgress++
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := <-results
+	rep := decodeReply(t, r)
+	ready := svc.ev.wait(t, "ready")
+	if r.code != exitOK || rep.Upgrade == nil || strconv.Itoa(rep.Upgrade.SuccessorPID) != held["pid"] || ready["pid"] != held["pid"] {
+		t.Errorf("the one molt upgrade that ran: exit %d, %s; want ok with the held successor %v", r.code, r.stdout, held)
+	}
+	if inProgress != n-1 {
+		t.Errorf("%d of %d molt upgrade were told in progress, want %d", inProgress, n, n-1)
+	}
+	r = moltCLI(t, "-s", sock, "status", "--json")
+	if st := decodeReply(t, r).Status; st == nil || st.Generation != 2 || st.Upgrades != 1 || st.FailedUpgrades != 0 {
+		t.Errorf("status after the upgrades: %s; want generation 2 after exactly one upgrade", r.stdout)
+	}
+	moltCLI(t, "-s", sock, "stop")
+}
+
+// TestCLIPermissionDenied runs molt as nobody. With the default mode 0600
+// the socket file refuses; with mode 0666 the file lets nobody connect and
+// the server's peer-credential check refuses. Needs root.
+func TestCLIPermissionDenied(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run molt as another user")
+	}
+	// nobody must reach the socket and the binary: a directory it may
+	// search, and a copy of this binary it may run.
+	dir, err := os.MkdirTemp("", "mperm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "molt.test")
+	copyFile(t, os.Args[0], exe, 0o755)
+	asNobody := func(args ...string) result {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), envRole+"=cli")
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		return runCmd(t, cmd)
+	}
+
+	t.Run("file mode", func(t *testing.T) {
+		sock := filepath.Join(dir, "private.sock")
+		startService(t, sock)
+		r := asNobody("-s", sock, "status")
+		if r.code != exitDenied || !strings.Contains(r.stderr, "permission denied") {
+			t.Errorf("molt status as nobody: exit %d, stderr %q; want %d", r.code, r.stderr, exitDenied)
+		}
+	})
+
+	t.Run("peer credentials", func(t *testing.T) {
+		sock := filepath.Join(dir, "open.sock")
+		svc := startService(t, sock, envMode+"=666")
+		r := asNobody("-s", sock, "upgrade")
+		want := "molt: upgrade: permission denied: peer uid 65534 is not allowed (only uid 0 and root)\n" +
+			"molt: run molt as the service's user or as root\n"
+		if r.code != exitDenied || r.stderr != want {
+			t.Errorf("molt upgrade as nobody: exit %d, stderr %q; want %d, %q", r.code, r.stderr, exitDenied, want)
+		}
+		r = asNobody("-s", sock, "--json", "status")
+		if rep := decodeReply(t, r); r.code != exitDenied || rep.Code != control.CodePermissionDenied || !strings.Contains(rep.Error, "uid 65534") {
+			t.Errorf("molt status --json as nobody: exit %d, %s", r.code, r.stdout)
+		}
+		waitFor(t, "the service logged both refusals", func() bool {
+			return strings.Count(svc.logs.String(), `"msg":"control: connection refused"`) == 2
+		})
+		for _, line := range strings.Split(svc.logs.String(), "\n") {
+			if strings.Contains(line, "connection refused") &&
+				(!strings.Contains(line, `"peer_uid":65534`) || !strings.Contains(line, `"peer_gid":65534`) ||
+					!strings.Contains(line, `peer uid 65534 is not allowed`)) {
+				t.Errorf("refusal logged as %s; want peer_uid, peer_gid 65534 and the reason", line)
+			}
+		}
+		// Nothing happened: still generation 1, and root may still ask.
+		if r := moltCLI(t, "-s", sock, "status"); r.code != exitOK || !strings.Contains(r.stdout, "pid           "+strconv.Itoa(svc.pid)+"\n") {
+			t.Errorf("molt status as root: exit %d\n%s", r.code, r.stdout)
+		}
+	})
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,93 @@
+package control
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
+)
+
+// Who may use the control socket: the peer credentials of each connection
+// (read in cred_*.go) against the service's user, root and Options.Group,
+// and the ownership of the socket file.
+
+// authorize allows the service's own user, root, and members of
+// Options.Group (by effective group).
+func (s *Server) authorize(p peer) error {
+	if p.uid == s.uid || p.uid == 0 || (s.gid >= 0 && p.gid == s.gid) {
+		return nil
+	}
+	if s.gid >= 0 {
+		return fmt.Errorf("peer uid %d gid %d is not allowed (only uid %d, root and gid %d)", p.uid, p.gid, s.uid, s.gid)
+	}
+	return fmt.Errorf("peer uid %d is not allowed (only uid %d and root)", p.uid, s.uid)
+}
+
+// peer is the other end of a connection, as the kernel reports it.
+type peer struct {
+	pid, uid, gid int // -1 if unknown
+}
+
+func (p peer) attrs() []any {
+	return []any{"peer_pid", p.pid, "peer_uid", p.uid, "peer_gid", p.gid}
+}
+
+// peerOf reads the credentials of c's peer through its SyscallConn (never
+// through File, which would duplicate the descriptor).
+func peerOf(c net.Conn) (peer, error) {
+	unknown := peer{-1, -1, -1}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return unknown, fmt.Errorf("control: %T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return unknown, fmt.Errorf("control: peer credentials: %w", err)
+	}
+	p, perr := unknown, error(nil)
+	if err := rc.Control(func(fd uintptr) { p, perr = peerCred(int(fd)) }); err != nil {
+		return unknown, fmt.Errorf("control: peer credentials: %w", err)
+	}
+	if perr != nil {
+		return unknown, fmt.Errorf("control: peer credentials: %w", perr)
+	}
+	return p, nil
+}
+
+// setOwnership gives the socket file at path its group and mode.
+func setOwnership(path string, mode os.FileMode, gid int) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("control: %s is not a socket", path)
+	}
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			return fmt.Errorf("control: set the socket's group: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return fmt.Errorf("control: set the socket's mode: %w", err)
+	}
+	return nil
+}
+
+// lookupGroup resolves a group name or numeric ID.
+func lookupGroup(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil && id >= 0 {
+		return id, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("control: Options.Group: %w", err)
+	}
+	id, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("control: Options.Group %q has a non-numeric ID %q", name, g.Gid)
+	}
+	return id, nil
+}

@@ -1,0 +1,176 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"syscall"
+	"time"
+)
+
+// maxAttempts bounds how often a request answered with [CodeReplaced] is
+// sent again. The generation that answered it stops accepting at once, so
+// the next connection normally reaches its successor.
+const maxAttempts = 50
+
+// Client sends requests to a control socket. Each call opens a connection,
+// sends one request, reads its reply and closes the connection; a Client
+// holds no other state and may be used by several goroutines at once.
+type Client struct {
+	// Path is the control socket's path.
+	Path string
+}
+
+// Upgrade asks the service to upgrade and waits for the result, or for ctx
+// to end. On success it returns the result: the successor's PID and
+// generation, the duration. A failed upgrade returns an [*Error]
+// unwrapping to [ErrUpgradeFailed] whose Upgrade field says why (the
+// service goes on serving); another upgrade running returns one unwrapping
+// to [ErrInProgress]. The other errors are those of [Client.Do].
+func (c *Client) Upgrade(ctx context.Context) (*UpgradeResult, error) {
+	rep, err := c.Do(ctx, OpUpgrade)
+	if err != nil {
+		return nil, err
+	}
+	if err := rep.Err(); err != nil {
+		return nil, err
+	}
+	if rep.Upgrade == nil {
+		return nil, fmt.Errorf("%w: upgrade reply without a result", ErrProtocol)
+	}
+	return rep.Upgrade, nil
+}
+
+// Stop asks the service to stop gracefully. It returns nil once the
+// service acknowledged, before it has drained and exited. The errors are
+// those of [Client.Do], and an [*Error] for a reply that is not [CodeOK].
+func (c *Client) Stop(ctx context.Context) error {
+	rep, err := c.Do(ctx, OpStop)
+	if err != nil {
+		return err
+	}
+	return rep.Err()
+}
+
+// Status asks the serving generation for its status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	rep, err := c.Do(ctx, OpStatus)
+	if err != nil {
+		return nil, err
+	}
+	if err := rep.Err(); err != nil {
+		return nil, err
+	}
+	if rep.Status == nil {
+		return nil, fmt.Errorf("%w: status reply without a status", ErrProtocol)
+	}
+	return rep.Status, nil
+}
+
+// Do sends the request op ([OpUpgrade], [OpStop] or [OpStatus]) and returns
+// the reply, whatever its code: use [Reply.Err] to turn it into an error.
+// A reply with [CodeReplaced] (a generation that had just handed over
+// answered) is not returned: the request is sent again on a new
+// connection, which reaches the successor, up to 50 times.
+//
+// Do fails without a reply with [ErrUnreachable] (no socket file, or
+// nothing accepts on it), [ErrPermissionDenied] (the file's permissions),
+// [ErrUnavailable] (the socket's queue is full), [ErrNoReply] (ctx ended
+// or the connection was lost before the reply: the outcome is unknown;
+// when ctx ended the error also matches its error) or [ErrProtocol] (the
+// reply could not be read).
+func (c *Client) Do(ctx context.Context, op string) (*Reply, error) {
+	for attempt := 1; ; attempt++ {
+		rep, err := c.roundTrip(ctx, op)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Code != CodeReplaced || attempt == maxAttempts {
+			return rep, nil
+		}
+		t := time.NewTimer(time.Duration(min(attempt, 10)) * 10 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: %s: %w", ErrNoReply, op, context.Cause(ctx))
+		}
+	}
+}
+
+// roundTrip sends one request on a new connection and reads its reply.
+func (c *Client) roundTrip(ctx context.Context, op string) (*Reply, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.Path)
+	if err != nil {
+		return nil, dialError(ctx, op, err)
+	}
+	defer conn.Close()
+	// ctx's end interrupts the exchange (and ctx.Err is set by then).
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })()
+
+	// A refusal is written before the request is read: read the reply
+	// even if the request could not be written.
+	_, werr := conn.Write(encodeLine(Request{V: Version, Op: op}))
+	line, rerr := bufio.NewReader(io.LimitReader(conn, maxReplySize)).ReadBytes('\n')
+	if rerr != nil && (!errors.Is(rerr, io.EOF) || len(line) == 0) {
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w: %s: %w", ErrNoReply, op, context.Cause(ctx))
+		case werr != nil:
+			rerr = werr
+		case errors.Is(rerr, io.EOF):
+			rerr = errors.New("connection closed before the reply")
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoReply, op, rerr)
+	}
+	var rep Reply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return nil, fmt.Errorf("%w: %s: malformed reply: %s", ErrProtocol, op, jsonProblem(err))
+	}
+	if rep.V != Version && rep.Code != CodeBadVersion {
+		return nil, fmt.Errorf("%w: %s: the server speaks protocol version %d, this client %d", ErrProtocol, op, rep.V, Version)
+	}
+	if rep.Code == "" {
+		return nil, fmt.Errorf("%w: %s: reply without a code", ErrProtocol, op)
+	}
+	if rep.Op == "" {
+		rep.Op = op
+	}
+	return &rep, nil
+}
+
+// dialError classifies a failed connect. The error names the path.
+func dialError(ctx context.Context, op string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %s: %w", ErrNoReply, op, context.Cause(ctx))
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %w", ErrPermissionDenied, err)
+	case errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("%w: the socket's queue is full (is the service hung?): %w", ErrUnavailable, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+}
+
+// Err returns nil for a reply with [CodeOK], and an [*Error] describing it
+// otherwise.
+func (r *Reply) Err() error {
+	if r.Code == CodeOK {
+		return nil
+	}
+	e := &Error{Op: r.Op, Code: r.Code, Message: r.Error}
+	if e.Message == "" {
+		e.Message = string(r.Code)
+	}
+	if r.Code == CodeFailed {
+		e.Upgrade = r.Upgrade
+	}
+	return e
+}

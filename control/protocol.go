@@ -1,0 +1,240 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the version of the control protocol this package speaks. A
+// request carries it in "v"; a server answers a request of another version
+// with [CodeBadVersion] and its own version in the reply's "v".
+const Version = 1
+
+// MaxRequestSize is the largest request the server reads, its newline
+// included. A longer line is answered with [CodeTooLarge] and the
+// connection is closed.
+const MaxRequestSize = 4096
+
+// maxReplySize bounds what a client reads as one reply. Replies are small;
+// the bound only stops a broken server from using up the client's memory.
+const maxReplySize = 1 << 20
+
+// The requests of the protocol ([Request.Op]).
+const (
+	// OpUpgrade starts an upgrade and is answered when its result is known.
+	OpUpgrade = "upgrade"
+	// OpStop is answered first; then the service stops gracefully.
+	OpStop = "stop"
+	// OpStatus is answered with a [Status].
+	OpStatus = "status"
+)
+
+// Code is the outcome of a request, in [Reply.Code].
+type Code string
+
+// The codes a server answers with. Only [CodeOK] means success.
+const (
+	// CodeOK: the request succeeded.
+	CodeOK Code = "ok"
+	// CodeFailed: the upgrade failed; [Reply.Upgrade] says why. The
+	// answering generation goes on serving.
+	CodeFailed Code = "failed"
+	// CodeInProgress: another upgrade is running; nothing was started.
+	CodeInProgress Code = "in_progress"
+	// CodeNotReady: the service has not called Ready yet.
+	CodeNotReady Code = "not_ready"
+	// CodeReplaced: the answering generation was replaced by a successor
+	// and only drains; a new connection reaches the successor. [Client]
+	// retries such requests by itself.
+	CodeReplaced Code = "replaced"
+	// CodeStopping: the service is stopping.
+	CodeStopping Code = "stopping"
+	// CodeBusy: too many connections are open; try again.
+	CodeBusy Code = "busy"
+	// CodePermissionDenied: the peer's credentials are not allowed. The
+	// server closes the connection after this reply.
+	CodePermissionDenied Code = "permission_denied"
+	// CodeBadRequest: the request was not a JSON object with "v" and "op".
+	CodeBadRequest Code = "bad_request"
+	// CodeTooLarge: the request was longer than [MaxRequestSize]. The
+	// server closes the connection after this reply.
+	CodeTooLarge Code = "too_large"
+	// CodeBadVersion: the request's "v" is not a version the server speaks.
+	CodeBadVersion Code = "bad_version"
+	// CodeUnknownOp: the request's "op" is not one the server knows.
+	CodeUnknownOp Code = "unknown_op"
+)
+
+// Request is one request: a JSON object on one line, such as
+//
+//	{"v":1,"op":"upgrade"}
+//
+// Unknown fields are ignored, so later versions may add optional ones.
+type Request struct {
+	V  int    `json:"v"`  // protocol version: [Version]
+	Op string `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
+}
+
+// Reply is the server's answer to one request, a JSON object on one line.
+type Reply struct {
+	V    int    `json:"v"`  // the server's protocol version
+	OK   bool   `json:"ok"` // Code == CodeOK
+	Code Code   `json:"code"`
+	Op   string `json:"op,omitempty"` // the request's op, if it could be read
+	// Error says why the request did not succeed; empty with CodeOK.
+	Error string `json:"error,omitempty"`
+	// PID and Generation name the process that answered.
+	PID        int    `json:"pid,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
+
+	// Upgrade is the result of an upgrade request that started an
+	// upgrade (CodeOK or CodeFailed).
+	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
+	// Status answers a status request.
+	Status *Status `json:"status,omitempty"`
+}
+
+// UpgradeResult describes one upgrade: the one a request started, or the
+// latest of the chain in [Status.LastUpgrade].
+type UpgradeResult struct {
+	OK bool `json:"ok"` // the successor took over
+	// PID and Generation name the process that started the successor.
+	PID        int    `json:"pid"`
+	Generation uint64 `json:"generation"`
+	// SuccessorPID is the successor's process ID; 0 if it never started.
+	// After a successful upgrade it is the PID that serves now, as
+	// generation Generation+1.
+	SuccessorPID int           `json:"successor_pid"`
+	Started      time.Time     `json:"started"`
+	Duration     time.Duration `json:"duration_ns"` // until ready or failed
+
+	// The fields below describe a failure and are empty on success.
+
+	// Error is the whole error message, for people; Reason is its cause
+	// (such as "exit status 3", the timeout, or what the successor
+	// reported).
+	Error  string `json:"error,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Stage is how far the successor got: "start", "hand-off" or "init".
+	Stage string `json:"stage,omitempty"`
+	// ExitStatus is how the successor ended ("exit status 3", "signal:
+	// killed"); ExitCode is set if it exited by itself.
+	ExitStatus string `json:"exit_status,omitempty"`
+	ExitCode   *int   `json:"exit_code,omitempty"`
+}
+
+// Successor returns the generation that serves after a successful upgrade.
+func (r *UpgradeResult) Successor() uint64 { return r.Generation + 1 }
+
+// Status describes the serving process, as [StatusOf] sees it.
+type Status struct {
+	PID        int       `json:"pid"`
+	ParentPID  int       `json:"parent_pid"` // 0 in generation 1
+	Generation uint64    `json:"generation"`
+	State      string    `json:"state"` // molt.State: "ready", "upgrading", ...
+	Started    time.Time `json:"started"`
+	// Uptime is the time since Started when the status was taken.
+	Uptime time.Duration `json:"uptime_ns"`
+
+	// Upgrades counts the successful upgrades of the chain that led to
+	// this process (Generation-1); FailedUpgrades the failed ones, as far
+	// as the control history knows (this generation's alone without it).
+	Upgrades       uint64 `json:"upgrades"`
+	FailedUpgrades int    `json:"failed_upgrades"`
+	// LastUpgrade is the latest upgrade of the chain, successful or not;
+	// nil if none is known.
+	LastUpgrade *UpgradeResult `json:"last_upgrade,omitempty"`
+
+	// Listeners are the listening and packet sockets of the inventory.
+	Listeners []Listener `json:"listeners"`
+}
+
+// Listener is one socket of the inventory.
+type Listener struct {
+	Kind      string `json:"kind"`    // "listener" or "packet-conn"
+	Network   string `json:"network"` // "tcp", "unix", "udp", ...
+	Address   string `json:"address"`
+	Name      string `json:"name,omitempty"` // for sockets added by name
+	Inherited bool   `json:"inherited"`      // received from the previous generation
+	Control   bool   `json:"control,omitempty"`
+}
+
+// errRequest is a request the server cannot serve, with the code it
+// answers.
+type errRequest struct {
+	code Code
+	msg  string
+}
+
+func (e *errRequest) Error() string { return e.msg }
+
+// decodeRequest parses one request line (without its newline). It accepts
+// a JSON object with "v" equal to [Version] and a known "op"; surrounding
+// white space is ignored. Otherwise it returns an *errRequest with the
+// code to answer and, if it could be read, the op.
+func decodeRequest(line []byte) (Request, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return Request{}, &errRequest{CodeBadRequest, "a request is a JSON object on one line"}
+	}
+	var raw struct {
+		V  *int    `json:"v"`
+		Op *string `json:"op"`
+	}
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return Request{}, &errRequest{CodeBadRequest, "malformed request: " + jsonProblem(err)}
+	}
+	var r Request
+	if raw.Op != nil {
+		r.Op = *raw.Op
+	}
+	switch {
+	case raw.V == nil:
+		return r, &errRequest{CodeBadRequest, `missing protocol version "v"`}
+	case *raw.V != Version:
+		return r, &errRequest{CodeBadVersion, fmt.Sprintf("protocol version %d not supported (this server speaks %d)", *raw.V, Version)}
+	case raw.Op == nil || r.Op == "":
+		return r, &errRequest{CodeBadRequest, `missing "op"`}
+	}
+	r.V = *raw.V
+	switch r.Op {
+	case OpUpgrade, OpStop, OpStatus:
+		return r, nil
+	}
+	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(r.Op))}
+}
+
+// jsonProblem describes a JSON error without echoing the input at length.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be a %s", te.Field, te.Type)
+	}
+	return "invalid JSON"
+}
+
+// quoteShort quotes s for an error message, cut to a few dozen bytes.
+func quoteShort(s string) string {
+	const max = 32
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// encodeLine marshals v as one line of JSON, newline included.
+func encodeLine(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Requests and replies are plain structs: they always marshal.
+		panic("control: " + err.Error())
+	}
+	return append(b, '\n')
+}

@@ -1,0 +1,297 @@
+//go:build unix
+
+package control_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/control"
+)
+
+// The test binary plays the services: TestMain dispatches on envRole to a
+// role below. Roles report what they do as "event name k=v ..." lines on
+// standard output and log (JSON) on standard error.
+const (
+	envRole = "MOLT_CONTROL_TEST_ROLE" // the role to play
+	envNext = "MOLT_CONTROL_TEST_NEXT" // the role a service's successors play ("service" if unset)
+	envSock = "MOLT_CONTROL_TEST_SOCK" // the control socket path
+	envHold = "MOLT_CONTROL_TEST_HOLD" // "1": the drain waits for standard input to close
+	envMode = "MOLT_CONTROL_TEST_MODE" // the socket's mode, octal
+)
+
+var roles = map[string]func() int{
+	"service":   roleService,
+	"fail-init": roleFailInit,
+}
+
+func TestMain(m *testing.M) {
+	if name := os.Getenv(envRole); name != "" {
+		role, ok := roles[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown test role %q\n", name)
+			os.Exit(2)
+		}
+		os.Exit(role())
+	}
+	os.Exit(m.Run())
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("event "+format+"\n", args...)
+}
+
+// successorCommand makes a successor play envNext (or "service").
+func successorCommand(cmd *exec.Cmd) error {
+	next := os.Getenv(envNext)
+	if next == "" {
+		next = "service"
+	}
+	cmd.Env = append(cmd.Env, envRole+"="+next)
+	return nil
+}
+
+// roleService is a service under molt with a control socket and signal
+// handling: a second stop signal exits with status 7.
+func roleService() int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: 60 * time.Second, Command: successorCommand})
+	if err != nil {
+		say("error err=%q", err.Error())
+		return 10
+	}
+	defer upg.Stop()
+	stopSignals := control.HandleSignals(upg, control.SignalOptions{
+		Logger: log,
+		Force:  func(os.Signal) { say("force pid=%d", os.Getpid()); os.Exit(7) },
+	})
+	defer stopSignals()
+	var opts control.Options
+	if m, err := strconv.ParseUint(os.Getenv(envMode), 8, 32); err == nil {
+		opts.Mode = os.FileMode(m)
+	}
+	opts.Logger = log
+	ctl, err := control.Listen(upg, os.Getenv(envSock), opts)
+	if err != nil {
+		say("error err=%q", err.Error())
+		return 11
+	}
+	defer ctl.Close()
+	if err := upg.Ready(); err != nil {
+		say("error err=%q", err.Error())
+		return 12
+	}
+	say("ready pid=%d gen=%d", os.Getpid(), upg.Generation())
+	<-upg.Exit()
+	say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
+	if os.Getenv(envHold) == "1" {
+		io.Copy(io.Discard, os.Stdin) // a drain that does not finish
+	}
+	return 0
+}
+
+// roleFailInit gives up during its start, as a successor with a broken
+// configuration would.
+func roleFailInit() int {
+	if _, err := molt.New(molt.Options{}); err != nil {
+		return 10
+	}
+	fmt.Fprintln(os.Stderr, "fail-init: configuration invalid")
+	return 3
+}
+
+// events reads the event lines of role processes.
+type events struct {
+	lines   chan string
+	backlog []string // events read but not asked for yet; the test goroutine's
+	mu      sync.Mutex
+	pids    []int // of every "ready" event: the processes to kill at clean-up
+}
+
+func newEvents(r io.Reader) *events {
+	ev := &events{lines: make(chan string, 256)}
+	go func() { // ends when every writer has closed r
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), "event "); ok {
+				if name, f := parseEvent(line); name == "ready" {
+					pid, _ := strconv.Atoi(f["pid"])
+					ev.mu.Lock()
+					ev.pids = append(ev.pids, pid)
+					ev.mu.Unlock()
+				}
+				ev.lines <- line
+			}
+		}
+		close(ev.lines)
+	}()
+	return ev
+}
+
+// killAll kills every process that reported ready.
+func (ev *events) killAll() {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, pid := range ev.pids {
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// wait returns the fields of the first event called name not returned
+// yet. Events of other names are kept for later calls: processes of
+// several generations report in no fixed order.
+func (ev *events) wait(t *testing.T, name string) map[string]string {
+	t.Helper()
+	for i, line := range ev.backlog {
+		if n, fields := parseEvent(line); n == name {
+			ev.backlog = append(ev.backlog[:i], ev.backlog[i+1:]...)
+			return fields
+		}
+	}
+	deadline := time.NewTimer(2 * time.Minute)
+	defer deadline.Stop()
+	for {
+		select {
+		case line, ok := <-ev.lines:
+			if !ok {
+				t.Fatalf("no %q event: the role processes are gone (other events: %q)", name, ev.backlog)
+			}
+			if n, fields := parseEvent(line); n == name {
+				return fields
+			}
+			ev.backlog = append(ev.backlog, line)
+		case <-deadline.C:
+			t.Fatalf("no %q event within 2 minutes (other events: %q)", name, ev.backlog)
+		}
+	}
+}
+
+// parseEvent splits `name k=v k2="quoted"` into the name and the fields.
+func parseEvent(line string) (string, map[string]string) {
+	name, rest, _ := strings.Cut(line, " ")
+	m := map[string]string{}
+	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
+		k, v, _ := strings.Cut(rest, "=")
+		rest = ""
+		if q, err := strconv.QuotedPrefix(v); err == nil {
+			rest = v[len(q):]
+			v, _ = strconv.Unquote(q)
+		} else if i := strings.IndexByte(v, ' '); i >= 0 {
+			v, rest = v[:i], v[i:]
+		}
+		m[k] = v
+	}
+	return name, m
+}
+
+// service is a role process started by a test, with its successors.
+type service struct {
+	cmd    *exec.Cmd
+	ev     *events
+	stderr *syncBuffer   // what every generation wrote to standard error
+	stdin  *os.File      // the write end of the first generation's standard input
+	exited chan struct{} // closed when the first generation has exited
+}
+
+// startService starts role as generation 1 with the control socket sock.
+// Every generation shares its standard output (events), standard error
+// (logs) and standard input pipes.
+func startService(t *testing.T, role, sock string, env ...string) *service {
+	t.Helper()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envRole+"="+role, envSock+"="+sock)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	s := &service{cmd: cmd, ev: newEvents(outR), stderr: &syncBuffer{}, stdin: inW, exited: make(chan struct{})}
+	copied := make(chan struct{})
+	go func() { io.Copy(s.stderr, errR); close(copied) }() // ends when every generation is gone
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() {
+		inW.Close()
+		cmd.Process.Kill()
+		s.ev.killAll()
+		<-s.exited
+		select {
+		case <-copied:
+		case <-time.After(time.Minute):
+			t.Errorf("a generation of the service still holds standard error after a minute")
+		}
+		outR.Close()
+		errR.Close()
+		if t.Failed() {
+			t.Logf("service stderr:\n%s", s.stderr.String())
+		}
+	})
+	return s
+}
+
+// wait waits (bounded) for the first generation to exit and returns its
+// exit code.
+func (s *service) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-s.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("service pid %d did not exit within 2 minutes", s.cmd.Process.Pid)
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// syncBuffer is a bytes.Buffer for a writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// client returns a Client for sock and a context bounded for tests.
+func client(t *testing.T, sock string) (*control.Client, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return &control.Client{Path: sock}, ctx
+}
