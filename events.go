@@ -22,8 +22,14 @@ const (
 	// EventUpgradeFailed: the upgrade failed; Err says why. This
 	// generation goes on serving.
 	EventUpgradeFailed
+	// EventDraining: Exit was closed after a successful upgrade; this
+	// generation drains now.
+	EventDraining
 	// EventStopping: [Upgrader.Stop] began.
 	EventStopping
+	// EventStopped: [Upgrader.Stop] finished; nothing of this Upgrader
+	// runs any more.
+	EventStopped
 )
 
 func (k EventKind) String() string {
@@ -36,8 +42,12 @@ func (k EventKind) String() string {
 		return "upgrade-succeeded"
 	case EventUpgradeFailed:
 		return "upgrade-failed"
+	case EventDraining:
+		return "draining"
 	case EventStopping:
 		return "stopping"
+	case EventStopped:
+		return "stopped"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }

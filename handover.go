@@ -312,7 +312,7 @@ func (u *Upgrader) receiveConn(m handoff.Message) {
 	u.mu.Unlock()
 	if l == nil || !l.push(c) {
 		u.log.Warn("molt: connection from parent for a listener this generation does not serve",
-			"network", m.Entry.Network, "addr", m.Entry.Addr)
+			"entry", m.Entry.Network+" "+m.Entry.Addr)
 		c.Close()
 	}
 }

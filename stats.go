@@ -1,6 +1,7 @@
 package molt
 
 import (
+	"net"
 	"time"
 
 	"github.com/moltgo/molt/internal/handoff"
@@ -36,7 +37,8 @@ type Stats struct {
 type EntryStats struct {
 	Kind      string // "listener", "packet-conn", "conn" or "file"
 	Network   string // "tcp", "unix", ...; "" for files
-	Addr      string // canonical address, or the local address of a named socket
+	Addr      string // canonical requested address, or the local address of a named socket
+	Local     string // the address it is bound to (a ":0" listener's real port); "" if unclaimed
 	Name      string // "" for entries made by Listen and ListenPacket
 	Inherited bool   // received from the parent generation
 	Claimed   bool   // in use by this generation (inherited entries are unclaimed until Listen or a look-up)
@@ -66,6 +68,7 @@ func (u *Upgrader) Stats() Stats {
 			Name:      e.name,
 			Inherited: e.wasInh,
 			Claimed:   e.fd < 0,
+			Local:     localAddr(e.live),
 		})
 	}
 	return st
@@ -83,4 +86,17 @@ func kindName(k handoff.Kind) string {
 		return "file"
 	}
 	return k.String()
+}
+
+// localAddr is the bound address of a live socket, "" for anything else.
+func localAddr(h liveHandle) string {
+	switch h := h.(type) {
+	case net.Listener:
+		return h.Addr().String()
+	case net.PacketConn:
+		return h.LocalAddr().String()
+	case net.Conn:
+		return h.LocalAddr().String()
+	}
+	return ""
 }

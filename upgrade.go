@@ -50,7 +50,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	u.log.Info("molt: upgrade started", "generation", u.generation, "entries", len(wires))
+	u.log.Info("molt: upgrade started", "entries", len(wires))
 	u.emit(Event{Kind: EventUpgradeStarted})
 	s, err := u.runUpgrade(ctx, wires, fds)
 	res := &UpgradeResult{Started: start, Duration: time.Since(start), Err: err}
@@ -62,7 +62,12 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	ev := Event{SuccessorPID: res.SuccessorPID, Duration: res.Duration, Err: err}
 	if err != nil {
 		u.finishUpgrade(s, res)
-		u.log.Error("molt: upgrade failed", "err", err, "duration", res.Duration)
+		stage := ""
+		if ce := (*ChildError)(nil); errors.As(err, &ce) {
+			stage = ce.Stage.String()
+		}
+		u.log.Error("molt: upgrade failed", "successor_pid", res.SuccessorPID, "stage", stage,
+			"duration", res.Duration, "err", err)
 		ev.Kind = EventUpgradeFailed
 		u.emit(ev)
 		return err
@@ -71,6 +76,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	u.emit(ev) // while this process still serves, before Exit is closed
 	u.finishUpgrade(s, res)
 	u.log.Info("molt: upgrade succeeded", "successor_pid", res.SuccessorPID, "duration", res.Duration)
+	u.emit(Event{Kind: EventDraining, SuccessorPID: res.SuccessorPID})
 	return nil
 }
 
@@ -166,7 +172,7 @@ func (u *Upgrader) runUpgrade(ctx context.Context, wires []handoff.Entry, fds []
 	if err != nil {
 		return nil, &ChildError{Stage: StageStart, Err: err}
 	}
-	u.log.Info("molt: successor started", "successor_pid", s.pid(), "path", cmd.Path)
+	u.log.Info("molt: successor started", "successor_pid", s.pid(), "executable", cmd.Path)
 
 	s.conn.SetDeadline(deadline)
 	// ctx's end interrupts the channel's reads and writes at once.

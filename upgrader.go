@@ -110,17 +110,19 @@ func New(opts Options) (*Upgrader, error) {
 	os.Unsetenv(envHandoffFD)
 	if !inherited {
 		close(u.parentGone)
-		u.log.Info("molt: started", "generation", u.generation, "pid", os.Getpid())
+		u.log = u.log.With("pid", u.pid, "generation", u.generation)
+		u.log.Info("molt: started")
 		return u, nil
 	}
 	if err := u.receiveFromParent(fd); err != nil {
 		exists.Store(false)
 		return nil, err
 	}
+	// Every record of this Upgrader names the process and its generation.
+	u.log = u.log.With("pid", u.pid, "generation", u.generation)
 	u.wg.Add(1)
 	go u.watchParent()
-	u.log.Info("molt: started by parent", "generation", u.generation, "pid", os.Getpid(),
-		"parent_pid", u.parentPID, "inherited", len(u.entries))
+	u.log.Info("molt: started by parent", "parent_pid", u.parentPID, "entries", len(u.entries))
 	return u, nil
 }
 
@@ -182,7 +184,7 @@ func (u *Upgrader) Ready() error {
 	}
 	u.state = StateReady
 	u.mu.Unlock()
-	u.log.Info("molt: ready", "generation", u.generation, "pid", u.pid)
+	u.log.Info("molt: ready")
 	u.emit(Event{Kind: EventReady})
 	return nil
 }
@@ -208,7 +210,7 @@ func (u *Upgrader) tellParentReady() {
 		}
 	case <-u.stopping:
 	case <-t.C:
-		u.log.Warn("molt: parent did not acknowledge READY; serving anyway", "timeout", timeout)
+		u.log.Warn("molt: parent did not acknowledge READY; serving anyway", "waited", timeout)
 	}
 }
 
@@ -314,7 +316,8 @@ func (u *Upgrader) Stop() {
 	}
 	u.wg.Wait()
 	exists.Store(false)
-	u.log.Info("molt: stopped", "generation", u.generation, "pid", os.Getpid(), "state_before", before.String())
+	u.log.Info("molt: stopped", "state_before", before.String())
+	u.emit(Event{Kind: EventStopped})
 	close(u.stopped)
 }
 
@@ -352,7 +355,7 @@ func (u *Upgrader) watchParent() {
 			u.receiveConn(m)
 			continue
 		}
-		u.log.Warn("molt: unexpected message from parent", "type", m.Type.String())
+		u.log.Warn("molt: unexpected message from parent", "message_type", m.Type.String())
 	}
 }
 

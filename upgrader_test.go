@@ -684,7 +684,7 @@ func TestEventsAndStats(t *testing.T) {
 			t.Errorf("event %v from pid %d generation %d, want %d and 1", e.Kind, e.PID, e.Generation, os.Getpid())
 		}
 	}
-	want := "ready upgrade-started upgrade-failed upgrade-started upgrade-succeeded stopping"
+	want := "ready upgrade-started upgrade-failed upgrade-started upgrade-succeeded draining stopping stopped"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Errorf("events = %s\nwant     %s", got, want)
 	}

@@ -57,10 +57,14 @@ func StatusOf(upg *molt.Upgrader) Status {
 		if e.Kind != "listener" && e.Kind != "packet-conn" {
 			continue
 		}
+		addr := e.Addr
+		if e.Local != "" && e.Network != "unix" && e.Network != "unixpacket" && e.Network != "unixgram" {
+			addr = e.Local // a ":0" listener's real port
+		}
 		s.Listeners = append(s.Listeners, Listener{
 			Kind:      e.Kind,
 			Network:   e.Network,
-			Address:   e.Addr,
+			Address:   addr,
 			Name:      e.Name,
 			Inherited: e.Inherited,
 			Control:   control != "" && e.Network == "unix" && e.Addr == control,
