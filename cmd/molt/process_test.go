@@ -98,11 +98,14 @@ func TestCLIUpgrade(t *testing.T) {
 		"upgrades      2 done, 0 failed\n",
 		"last upgrade  ok: pid " + ready["pid"] + " took over from pid " + strconv.Itoa(pid2) + " as generation 3 in ",
 		"listeners     unix  " + sock + "  inherited  control\n",
-		"tcp4  127.0.0.1:0",
+		"tcp4  127.0.0.1:",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("molt status output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+	if strings.Contains(r.stdout, "127.0.0.1:0 ") {
+		t.Errorf("molt status shows the requested :0, want the listener's real port:\n%s", r.stdout)
 	}
 	if r.code != exitOK {
 		t.Errorf("molt status: exit %d", r.code)
