@@ -1,0 +1,473 @@
+package systemd_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestRealSystemd runs the service role under a real systemd (>= 253) as
+// PID 1 of new namespaces, with loopback load, and checks what systemd and
+// the clients see: reloads that wait for the new generation and move
+// MainPID, a failed upgrade that leaves the old one serving and says why,
+// socket activation with named sockets across reloads, the file descriptor
+// store across a kill -9 and a restart, and a graceful stop.
+//
+// Opt in with MOLT_SYSTEMD_TEST=1 (root); .ci/systemd.sh does.
+func TestRealSystemd(t *testing.T) {
+	role := useRole(t, "service")
+	systemdPath := requireSystemd(t)
+
+	// /tmp must survive: the recipe never runs tmpfiles, and this checks it.
+	sentinel := filepath.Join(t.TempDir(), "sentinel")
+	if err := os.WriteFile(sentinel, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(sentinel); err != nil {
+			t.Errorf("/tmp did not survive the systemd namespace: %v", err)
+		}
+	})
+
+	// Work outside /tmp: the binary, the units, the services' files.
+	work, err := os.MkdirTemp("/var/tmp", "molt-systemd-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			os.RemoveAll(work)
+		} else {
+			t.Logf("left %s for inspection", work)
+		}
+	})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(work, "molt-systemd.test")
+	copyFile(t, self, bin)
+
+	ports := freePorts(t, 6)
+	units := filepath.Join(work, "units")
+	dirs := map[string]string{}
+	for _, name := range []string{"reload", "sock", "store", "notify", "pidfile"} {
+		dirs[name] = filepath.Join(work, name)
+		if err := os.MkdirAll(dirs[name], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(units, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeUnit := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(units, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The service units are the repository's examples (examples/systemd),
+	// running the service role instead of the example binary.
+	fromExample := func(example, dir string, env ...string) string {
+		return exampleUnit(t, example, bin, append([]string{role, envDir + "=" + dir, "GORACE=atexit_sleep_ms=0"}, env...))
+	}
+	writeUnit("molt-reload.service", fromExample("molt-example.service", dirs["reload"],
+		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[0]))+"WatchdogSec=3\n")
+	writeUnit("molt-web.socket", fmt.Sprintf("[Socket]\nListenStream=127.0.0.1:%d\nFileDescriptorName=web\nService=molt-sock.service\n", ports[1]))
+	writeUnit("molt-admin.socket", fmt.Sprintf("[Socket]\nListenStream=127.0.0.1:%d\nFileDescriptorName=admin\nService=molt-sock.service\n", ports[2]))
+	writeUnit("molt-sock.service", strings.ReplaceAll(fromExample("molt-example-socket.service", dirs["sock"], envSockets+"=web,admin"),
+		"molt-example-web.socket", "molt-web.socket molt-admin.socket"))
+	writeUnit("molt-store.service", fromExample("molt-example-fdstore.service", dirs["store"],
+		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[3]), envFDStore+"=1"))
+	// The fallbacks for systemd < 253: Type=notify with ExecReload, and no
+	// notifications at all but a PID file.
+	writeUnit("molt-notify.service", fromExample("molt-example-notify.service", dirs["notify"],
+		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[4])))
+	writeUnit("molt-pidfile.service", fromExample("molt-example-pidfile.service", dirs["pidfile"],
+		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[5]), envPIDFile+"=/run/molt-example.pid"))
+
+	sd := bootSystemd(t, systemdPath, units, filepath.Join(work, "boot.log"))
+	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
+
+	t.Run("reload", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		const unit = "molt-reload.service"
+		ev := serviceEvents{filepath.Join(dirs["reload"], "events")}
+		sd.ctl("start", unit)
+		logShow(t, sd, unit, "after start")
+		ld := startLoad([]string{url(ports[0])}, 3, 2)
+		var took []time.Duration
+		pids := []int{sd.mainPID(unit)}
+		for i := range 20 {
+			prev := pids[len(pids)-1]
+			start := time.Now()
+			sd.ctl("reload", unit)
+			took = append(took, time.Since(start))
+			p := sd.show(unit, "MainPID", "ActiveState", "SubState")
+			pid, _ := strconv.Atoi(p["MainPID"])
+			if pid == prev || pid == 0 {
+				t.Errorf("reload %d: MainPID %d, was %d: want a new one", i+1, pid, prev)
+			}
+			if p["ActiveState"] != "active" || p["SubState"] != "running" {
+				t.Errorf("reload %d: %s/%s, want active/running", i+1, p["ActiveState"], p["SubState"])
+			}
+			// "serving" is written before Ready: systemctl reload must not
+			// have returned before it.
+			if len(ev.find("serving", fmt.Sprintf("pid=%d", pid), fmt.Sprintf("gen=%d", i+2))) != 1 {
+				t.Errorf("reload %d returned, but MainPID %d has not reported serving as generation %d", i+1, pid, i+2)
+			}
+			pids = append(pids, pid)
+		}
+		// Every old generation drains and exits; the last one serves.
+		waitFor(t, "20 old generations to exit", 60*time.Second, func() bool { return len(ev.find("exit")) >= 20 })
+		time.Sleep(200 * time.Millisecond) // a little load on the last generation alone
+		st := ld.finish()
+		t.Logf("20 reloads under load: %v", st)
+		t.Logf("reload duration (systemctl reload via nsenter): %s", durations(took))
+		t.Logf("MainPIDs: %v", pids)
+		if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
+			t.Errorf("load: %v; errors: %q", st, st.Errors)
+		}
+		for _, line := range ev.find("exit") {
+			if !strings.Contains(line, `reason="upgraded"`) || !strings.Contains(line, `drain_err=""`) {
+				t.Errorf("old generation: %s", line)
+			}
+		}
+		last := pids[len(pids)-1]
+		waitFor(t, "a watchdog ping from the last generation", 10*time.Second, func() bool {
+			return strings.Contains(sd.journal(""), fmt.Sprintf("Got notification message from PID %d (WATCHDOG=1)", last))
+		})
+		p := logShow(t, sd, unit, "after 20 reloads")
+		if p["NRestarts"] != "0" || p["Result"] != "success" {
+			t.Errorf("NRestarts=%s Result=%s, want 0 and success (watchdog and MAINPID hand-over kept it alive)", p["NRestarts"], p["Result"])
+		}
+	})
+
+	t.Run("failed-upgrade", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		const unit = "molt-reload.service"
+		ev := serviceEvents{filepath.Join(dirs["reload"], "events")}
+		marker := filepath.Join(dirs["reload"], failInitFile)
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ld := startLoad([]string{url(ports[0])}, 3, 2)
+		before := sd.mainPID(unit)
+		start := time.Now()
+		sd.ctl("reload", unit) // completes: systemd has no "reload failed" notification
+		t.Logf("failed reload returned after %v", time.Since(start).Round(time.Millisecond))
+		p := logShow(t, sd, unit, "after a failed upgrade")
+		if pid, _ := strconv.Atoi(p["MainPID"]); pid != before {
+			t.Errorf("MainPID %d after a failed upgrade, want %d (the old generation)", pid, before)
+		}
+		if p["ActiveState"] != "active" || p["SubState"] != "running" {
+			t.Errorf("%s/%s after a failed upgrade, want active/running", p["ActiveState"], p["SubState"])
+		}
+		if !strings.Contains(p["StatusText"], "upgrade failed") || !strings.Contains(p["StatusText"], "failed during init") {
+			t.Errorf("StatusText %q: want the failure and its reason", p["StatusText"])
+		}
+		status, _ := sd.run("systemctl", "status", "--no-pager", "-n", "0", unit)
+		t.Logf("systemctl status:\n%s", status)
+		if !strings.Contains(status, "Status: \"upgrade failed") {
+			t.Errorf("systemctl status does not show the failed upgrade")
+		}
+		if j := sd.journal(unit); !strings.Contains(j, "init failed: simulated configuration error") {
+			t.Errorf("journal of %s lacks the successor's reason", unit)
+		}
+		os.Remove(marker)
+		// Not stuck: the next upgrade works.
+		sd.ctl("reload", unit)
+		after := sd.mainPID(unit)
+		if after == before {
+			t.Errorf("reload after the failure: MainPID still %d", after)
+		}
+		if len(ev.find("serving", fmt.Sprintf("pid=%d", after))) != 1 {
+			t.Errorf("reload after the failure returned, but MainPID %d has not reported serving", after)
+		}
+		waitFor(t, "the old generation to exit", 30*time.Second, func() bool {
+			return len(ev.find("exit", fmt.Sprintf("pid=%d", before))) == 1
+		})
+		st := ld.finish()
+		t.Logf("failed upgrade, then a good one, under load: %v", st)
+		if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
+			t.Errorf("load: %v; errors: %q", st, st.Errors)
+		}
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		const unit = "molt-reload.service"
+		ev := serviceEvents{filepath.Join(dirs["reload"], "events")}
+		main := sd.mainPID(unit)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		wait, err := slowRequests(ctx, url(ports[0]), 8, 1500*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Watch the unit while it stops.
+		var (
+			mu       sync.Mutex
+			seen     []string
+			stopping = make(chan struct{})
+			watched  = make(chan struct{})
+		)
+		go func() {
+			defer close(watched)
+			for {
+				out, _ := sd.run("systemctl", "show", "-p", "SubState,StatusText", unit)
+				mu.Lock()
+				line := strings.ReplaceAll(strings.TrimSpace(out), "\n", " ")
+				if len(seen) == 0 || seen[len(seen)-1] != line {
+					seen = append(seen, line)
+				}
+				mu.Unlock()
+				select {
+				case <-stopping:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		start := time.Now()
+		sd.ctl("stop", unit)
+		took := time.Since(start)
+		close(stopping)
+		<-watched
+		errs := wait()
+		t.Logf("systemctl stop took %v with 8 requests of 1.5 s in flight; states seen: %q", took.Round(time.Millisecond), seen)
+		if len(errs) != 0 {
+			t.Errorf("%d of 8 in-flight requests failed: %v", len(errs), errs)
+		}
+		if !slices.ContainsFunc(seen, func(s string) bool {
+			return strings.Contains(s, "SubState=stop") && strings.Contains(s, "StatusText=stopping")
+		}) {
+			t.Errorf("never saw the STOPPING status while stopping: %q", seen)
+		}
+		if j := sd.journal(""); !regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d \(STOPPING=1, .*EXTEND_TIMEOUT_USEC=`, main)).MatchString(j) {
+			t.Errorf("systemd did not log STOPPING=1 with EXTEND_TIMEOUT_USEC from PID %d", main)
+		}
+		if lines := ev.find("exit", fmt.Sprintf("pid=%d", main)); len(lines) != 1 || !strings.Contains(lines[0], `drain_err=""`) {
+			t.Errorf("main process exit: %q", lines)
+		}
+		p := logShow(t, sd, unit, "after stop")
+		if p["ActiveState"] != "inactive" || p["Result"] != "success" || p["ExecMainStatus"] != "0" {
+			t.Errorf("after stop: %s, result %s, status %s; want inactive, success, 0", p["ActiveState"], p["Result"], p["ExecMainStatus"])
+		}
+	})
+
+	t.Run("socket-activation", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		const unit = "molt-sock.service"
+		ev := serviceEvents{filepath.Join(dirs["sock"], "events")}
+		sd.ctl("start", "molt-web.socket", "molt-admin.socket")
+		sd.ctl("start", unit)
+		logShow(t, sd, unit, "after start")
+		ld := startLoad([]string{url(ports[1]), url(ports[2])}, 2, 1)
+		for i := range 5 {
+			prev := sd.mainPID(unit)
+			sd.ctl("reload", unit)
+			p := sd.show(unit, "MainPID", "ActiveState", "SubState")
+			if pid, _ := strconv.Atoi(p["MainPID"]); pid == prev || p["SubState"] != "running" {
+				t.Errorf("reload %d: MainPID %s (was %d), %s/%s", i+1, p["MainPID"], prev, p["ActiveState"], p["SubState"])
+			}
+		}
+		waitFor(t, "5 old generations to exit", 60*time.Second, func() bool { return len(ev.find("exit")) >= 5 })
+		last := sd.mainPID(unit)
+		// Both sockets are served by the last generation now.
+		for _, port := range []int{ports[1], ports[2]} {
+			who, err := get(oneShotClient(), url(port))
+			if err != nil || !strings.HasPrefix(who, fmt.Sprintf("pid=%d ", last)) {
+				t.Errorf("port %d: %q, %v; want an answer from pid %d", port, who, err, last)
+			}
+		}
+		st := ld.finish()
+		t.Logf("two named sockets, 5 reloads, under load: %v; answers by process: %v", st, st.PIDs)
+		if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
+			t.Errorf("load: %v; errors: %q", st, st.Errors)
+		}
+		starts := ev.find("start")
+		t.Logf("starts:\n%s", strings.Join(starts, "\n"))
+		if len(starts) != 6 || !strings.Contains(starts[0], `listen_fds="2"`) ||
+			!strings.Contains(starts[0], `listen_fdnames="web:admin"`) && !strings.Contains(starts[0], `listen_fdnames="admin:web"`) {
+			t.Errorf("generation 1 should have been passed LISTEN_FDS=2 and LISTEN_FDNAMES with web and admin")
+		}
+		for _, s := range starts {
+			if strings.Contains(s, "listen_left=true") {
+				t.Errorf("LISTEN_FDS left in the environment after Attach: %s", s)
+			}
+		}
+		for _, s := range starts[1:] {
+			if !strings.Contains(s, `listen_pid="" listen_fds="" listen_fdnames=""`) {
+				t.Errorf("a successor saw LISTEN_*: %s", s)
+			}
+		}
+		for _, s := range ev.find("serving") {
+			if !strings.Contains(s, fmt.Sprintf("web@127.0.0.1:%d", ports[1])) || !strings.Contains(s, fmt.Sprintf("admin@127.0.0.1:%d", ports[2])) {
+				t.Errorf("a generation did not serve both sockets: %s", s)
+			}
+		}
+		sd.ctl("stop", unit)
+	})
+
+	t.Run("fdstore", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		const unit = "molt-store.service"
+		ev := serviceEvents{filepath.Join(dirs["store"], "events")}
+		sd.ctl("start", unit)
+		for range 2 { // the stored socket was made by generation 1; gen 3 is main now
+			sd.ctl("reload", unit)
+		}
+		logShow(t, sd, unit, "after start and 2 reloads")
+
+		ld := startLoad([]string{url(ports[3])}, 2, 3)
+		time.Sleep(300 * time.Millisecond) // load before the crash
+		main := sd.mainPID(unit)
+		sd.must("kill", "-9", strconv.Itoa(main))
+		waitFor(t, "a restart", 30*time.Second, func() bool {
+			p := sd.show(unit, "NRestarts", "SubState", "MainPID")
+			return p["NRestarts"] == "1" && p["SubState"] == "running" && p["MainPID"] != strconv.Itoa(main)
+		})
+		time.Sleep(500 * time.Millisecond) // load after the restart
+		st := ld.finish()
+		t.Logf("kill -9 of main pid %d under load: %v; first errors: %q", main, st, st.Errors)
+		if st.Refused != 0 || st.OK == 0 {
+			t.Errorf("kill -9: %v; errors: %q", st, st.Errors)
+		}
+		// Only requests the killed process had already accepted may fail:
+		// at most one per client.
+		if st.Failed > 5 {
+			t.Errorf("kill -9: %d failed requests, more than the 5 clients could have in flight", st.Failed)
+		}
+		starts := ev.find("start", "gen=1")
+		if len(starts) != 2 || !strings.Contains(starts[1], `listen_fds="1" listen_fdnames="http"`) {
+			t.Errorf("the restarted process was not passed the stored socket: %q", starts)
+		}
+		logShow(t, sd, unit, "after kill -9")
+
+		ld = startLoad([]string{url(ports[3])}, 2, 3)
+		time.Sleep(300 * time.Millisecond)
+		start := time.Now()
+		sd.ctl("restart", unit)
+		took := time.Since(start)
+		time.Sleep(300 * time.Millisecond)
+		st = ld.finish()
+		t.Logf("systemctl restart (%v) under load: %v", took.Round(time.Millisecond), st)
+		if st.Refused != 0 || st.Failed != 0 || st.OK == 0 {
+			t.Errorf("restart: %v; errors: %q", st, st.Errors)
+		}
+		p := logShow(t, sd, unit, "after restart")
+		if p["NFileDescriptorStore"] != "" && p["NFileDescriptorStore"] != "1" {
+			t.Errorf("NFileDescriptorStore=%s, want 1 (one socket, stored once)", p["NFileDescriptorStore"])
+		}
+		sd.ctl("stop", unit)
+	})
+
+	// Older systemd: `systemctl reload` returns once the signal is sent; the
+	// upgrade completes after it, and MainPID moves all the same.
+	for _, tc := range []struct{ unit, dir string }{
+		{"molt-notify.service", "notify"},
+		{"molt-pidfile.service", "pidfile"},
+	} {
+		t.Run("fallback-"+tc.dir, func(t *testing.T) {
+			sd := sd.in(t)
+			t.Cleanup(sd.dumpOnFailure)
+			port := ports[4]
+			if tc.dir == "pidfile" {
+				port = ports[5]
+			}
+			ev := serviceEvents{filepath.Join(dirs[tc.dir], "events")}
+			sd.ctl("start", tc.unit)
+			// Type=simple: start returns before the service listens.
+			waitFor(t, "the service to listen", 30*time.Second, func() bool {
+				_, err := get(oneShotClient(), url(port))
+				return err == nil
+			})
+			logShow(t, sd, tc.unit, "after start")
+			ld := startLoad([]string{url(port)}, 2, 2)
+			for i := range 3 {
+				prev := sd.mainPID(tc.unit)
+				sd.ctl("reload", tc.unit)
+				waitFor(t, "MainPID to move", 30*time.Second, func() bool {
+					p := sd.show(tc.unit, "MainPID", "SubState")
+					pid, _ := strconv.Atoi(p["MainPID"])
+					return pid != prev && pid != 0 && p["SubState"] == "running" &&
+						len(ev.find("exit", fmt.Sprintf("pid=%d", prev))) == 1
+				})
+				if pid := sd.mainPID(tc.unit); len(ev.find("serving", fmt.Sprintf("pid=%d", pid), fmt.Sprintf("gen=%d", i+2))) != 1 {
+					t.Errorf("reload %d: MainPID %d is not generation %d", i+1, pid, i+2)
+				}
+			}
+			st := ld.finish()
+			t.Logf("%s, 3 reloads under load: %v", tc.unit, st)
+			if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
+				t.Errorf("load: %v; errors: %q", st, st.Errors)
+			}
+			p := logShow(t, sd, tc.unit, "after 3 reloads")
+			if p["ActiveState"] != "active" || p["NRestarts"] != "0" {
+				t.Errorf("%s/%s, %s restarts", p["ActiveState"], p["SubState"], p["NRestarts"])
+			}
+			sd.ctl("stop", tc.unit)
+			if p := sd.show(tc.unit, "Result", "ExecMainStatus"); p["Result"] != "success" {
+				t.Errorf("after stop: %v", p)
+			}
+		})
+	}
+
+	t.Run("journal", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		j := sd.journal("")
+		notes := strings.Count(j, "Got notification message from PID")
+		t.Logf("systemd logged %d notifications", notes)
+		for _, line := range strings.Split(j, "\n") {
+			if strings.Contains(line, "reception only permitted for main PID") || strings.Contains(line, "Watchdog timeout") {
+				t.Errorf("systemd: %s", line)
+			}
+		}
+		for _, unit := range []string{"molt-reload.service", "molt-sock.service", "molt-store.service", "molt-notify.service", "molt-pidfile.service"} {
+			uj := sd.journal(unit)
+			if i := strings.Index(uj, "WARNING: DATA RACE"); i >= 0 {
+				t.Errorf("%s: the race detector fired:\n%s", unit, uj[i:min(len(uj), i+6000)])
+			}
+		}
+	})
+}
+
+// logShow logs and returns the properties the report quotes.
+func logShow(t *testing.T, sd *nsSystemd, unit, when string) map[string]string {
+	t.Helper()
+	p := sd.show(unit, "MainPID", "ActiveState", "SubState", "Result", "NRestarts", "StatusText",
+		"ExecMainStatus", "NFileDescriptorStore", "ReloadResult", "NotifyAccess", "Type")
+	var keys []string
+	for k := range p {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%q", k, p[k])
+	}
+	t.Logf("%s %s:%s", unit, when, b.String())
+	return p
+}
+
+// durations summarises reload durations: p50 and max.
+func durations(d []time.Duration) string {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return fmt.Sprintf("n=%d p50=%v max=%v min=%v", len(s), s[len(s)/2].Round(time.Millisecond),
+		s[len(s)-1].Round(time.Millisecond), s[0].Round(time.Millisecond))
+}
