@@ -103,7 +103,9 @@ func (u *Upgrader) ListenPacketWith(ctx context.Context, lc *net.ListenConfig, n
 // AddListener puts a listener this process made itself (from systemd, a
 // custom socket) into the inventory under name, so the next generation can
 // claim it with [Upgrader.Listener]. The Upgrader takes ownership of ln:
-// use the returned listener, whose Close releases the entry. ln must
+// use the returned listener, whose Close releases the entry. molt never
+// removes the socket file of a Unix listener added this way: it belongs
+// to whoever created it. ln must
 // implement syscall.Conn (every *net.TCPListener and *net.UnixListener
 // does). It fails with [ErrNameInUse] if a listener with that name is
 // already in the inventory, inherited ones included.
@@ -297,7 +299,9 @@ func (u *Upgrader) newEntryLocked(kind handoff.Kind, sa sockAddr, name string) *
 	e := &entry{kind: kind, network: sa.network, key: sa.key, name: name, fd: -1}
 	if e.path = socketPath(sa.network, sa.key); e.path != "" && kind != handoff.KindConn {
 		e.pathID, _ = statSocketFile(e.path)
-		e.owns = true
+		// molt removes only the files it bound itself; a socket added by
+		// hand belongs to whoever made it (a systemd .socket unit, say).
+		e.owns = name == ""
 	}
 	u.entries = append(u.entries, e)
 	return e

@@ -266,3 +266,23 @@ func dupFile(f *os.File) (int, error) {
 	rc.Control(func(fd uintptr) { nfd, err = syscall.Dup(int(fd)) })
 	return nfd, err
 }
+
+// TestAddedUnixListenerKeepsItsFile: a Unix listener added by hand (from a
+// systemd .socket unit, say) keeps its socket file through Close and Stop.
+func TestAddedUnixListenerKeepsItsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "activated.sock")
+	raw, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := newUpgrader(t, molt.Options{})
+	ln, err := u.AddListener("web", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	u.Stop()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("socket file of an added listener after Close and Stop: %v, want it kept", err)
+	}
+}

@@ -161,7 +161,9 @@ func (u *Upgrader) Ready() error {
 			unclaimed = append(unclaimed, e)
 			continue
 		}
-		e.owns = e.path != "" // the parent stops serving what it handed over
+		// The parent stops serving what it handed over; files of entries
+		// added by hand stay their creator's.
+		e.owns = e.path != "" && e.name == ""
 	}
 	for _, e := range unclaimed {
 		u.removeLocked(e)
