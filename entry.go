@@ -66,9 +66,17 @@ func (e *entry) wire() handoff.Entry {
 	}
 }
 
+// connWire names a connection accepted on this entry's listener.
+func (e *entry) connWire() handoff.Entry {
+	return handoff.Entry{Kind: handoff.KindConn, Network: e.network, Addr: e.key, Name: e.name}
+}
+
 // closeHandle closes what the entry holds: the live object, or the
 // inherited descriptor nobody claimed.
 func (e *entry) closeHandle() error {
+	if l, ok := e.handle.(*listener); ok {
+		l.closeQueue()
+	}
 	if e.live != nil {
 		return e.live.Close()
 	}
@@ -156,15 +164,23 @@ func (l *listener) setDeadline(t time.Time) {
 }
 
 func (l *listener) Close() error {
+	l.closeQueue()
+	return l.u.release(l.e)
+}
+
+// closeQueue refuses further hand-overs and passes the connections not yet
+// accepted on to the successor (when this generation drains), else closes
+// them.
+func (l *listener) closeQueue() {
 	l.mu.Lock()
 	l.closed = true
 	queued := l.queue
 	l.queue = nil
 	l.mu.Unlock()
 	for _, c := range queued {
+		l.u.forward(c.(*acceptedConn), l.e.connWire())
 		c.Close()
 	}
-	return l.u.release(l.e)
 }
 
 // SyscallConn gives access to the listening socket (for socket options).

@@ -62,8 +62,12 @@ func Idle(c net.Conn) {
 // process c is finished: its server's blocked read returns a timeout error
 // (so it closes its copy) and the client notices nothing.
 //
-// HandOver fails with [ErrConnBusy] if request bytes reached the server
-// since [Idle] (answer them, with "Connection: close" during a drain),
+// HandOver succeeds only while the server is blocked reading c with an
+// empty buffer (net/http's 4096-byte read), so no byte of a request can be
+// left behind in this process: a connection nothing was read from yet
+// qualifies too. It fails with [ErrConnBusy] if request bytes reached the
+// server since [Idle], or the server is not waiting in such a read yet (try
+// again shortly; during a drain, answer with "Connection: close"),
 // [ErrNotHandable] for a connection that cannot change process, and
 // [ErrNoSuccessor] before a successful upgrade; c is then unchanged.
 func HandOver(c net.Conn) error {
@@ -86,6 +90,17 @@ const (
 // h2Preface starts every HTTP/2 connection without TLS (h2c).
 var h2Preface = []byte("PRI * HTTP/2.0\r\n")
 
+// fullRead is the size of net/http's read buffer. A read of at least this
+// size means the server's buffer is empty (bufio reads into its free space,
+// and a byte kept by net/http's background read shortens the next read);
+// only while such a read is blocked can a connection change process without
+// leaving bytes behind. Servers with smaller buffers are never handed over.
+const fullRead = 4096
+
+// tlsRecord is the first byte of a TLS handshake: a connection whose
+// session lives in this process.
+const tlsRecord = 0x16
+
 // acceptedConn is a connection accepted from a molt listener. It watches
 // its reads so that HandOver can tell, race-free, whether the server has
 // consumed any byte of a request it has not answered: HandOver sets a read
@@ -102,10 +117,10 @@ type acceptedConn struct {
 	cond      sync.Cond  // signalled when reading or state changes
 	state     handState
 	reading   int       // Reads inside c.Conn.Read
-	sinceIdle int       // bytes Read returned since the last idle()
-	idles     int       // idle() calls so far
+	readLen   int       // len(p) of the Read inside c.Conn.Read, when reading == 1
+	sinceIdle int       // bytes Read returned since the last idle() (or since accept)
 	sawBytes  bool      // some Read returned data
-	notHand   bool      // HTTP/2 or pipelining seen: never hand over
+	notHand   bool      // HTTP/2 or TLS seen: never hand over
 	deadline  time.Time // the read deadline the server asked for last
 }
 
@@ -126,6 +141,7 @@ func (c *acceptedConn) Read(p []byte) (int, error) {
 			return 0, errHandedOver
 		}
 		c.reading++
+		c.readLen = len(p)
 		c.mu.Unlock()
 
 		n, err := c.Conn.Read(p)
@@ -133,8 +149,8 @@ func (c *acceptedConn) Read(p []byte) (int, error) {
 		c.mu.Lock()
 		c.reading--
 		if n > 0 {
-			if !c.sawBytes && bytes.HasPrefix(p[:n], h2Preface[:min(n, len(h2Preface))]) {
-				c.notHand = true // h2c: its streams' state cannot move
+			if !c.sawBytes && (p[0] == tlsRecord || bytes.HasPrefix(p[:n], h2Preface[:min(n, len(h2Preface))])) {
+				c.notHand = true // TLS or h2c: their state cannot move
 			}
 			c.sawBytes = true
 			c.sinceIdle += n
@@ -157,6 +173,18 @@ func (c *acceptedConn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write fails once the connection was handed over: the successor writes
+// to this stream now.
+func (c *acceptedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	handed := c.state == handDone
+	c.mu.Unlock()
+	if handed {
+		return 0, errHandedOver
+	}
+	return c.Conn.Write(p)
+}
+
 // SetReadDeadline is the server's deadline; while a hand-off decides, it is
 // remembered and applied if the hand-off is abandoned.
 func (c *acceptedConn) SetReadDeadline(t time.Time) error {
@@ -177,11 +205,12 @@ func (c *acceptedConn) SetDeadline(t time.Time) error {
 	return c.SetReadDeadline(t)
 }
 
-// CloseWrite shuts down the sending side, unless the connection was handed
-// over: shutdown(2) would act on the socket the successor serves.
+// CloseWrite shuts down the sending side, unless the connection was (or is
+// being) handed over: shutdown(2) would act on the socket the successor
+// serves.
 func (c *acceptedConn) CloseWrite() error {
 	c.mu.Lock()
-	handed := c.state == handDone
+	handed := c.state != handNone
 	c.mu.Unlock()
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && !handed {
 		return cw.CloseWrite()
@@ -199,7 +228,11 @@ func (c *acceptedConn) ReadFrom(r io.Reader) (int64, error) {
 
 // SyscallConn gives access to the socket.
 func (c *acceptedConn) SyscallConn() (syscall.RawConn, error) {
-	return c.Conn.(syscall.Conn).SyscallConn()
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, ErrNotHandable
+	}
+	return sc.SyscallConn()
 }
 
 // NetConn returns the connection molt wraps.
@@ -208,13 +241,6 @@ func (c *acceptedConn) NetConn() net.Conn { return c.Conn }
 func (c *acceptedConn) idle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.idles > 0 && c.sinceIdle == 0 {
-		// A request was served without a byte read since the last idle:
-		// it came from the server's buffer. The client pipelines, and the
-		// server may hold bytes of its next request too.
-		c.notHand = true
-	}
-	c.idles++
 	c.sinceIdle = 0
 }
 
@@ -224,7 +250,10 @@ func (c *acceptedConn) handOver() error {
 	case c.notHand:
 		c.mu.Unlock()
 		return ErrNotHandable
-	case c.state != handNone || c.idles == 0 || c.sinceIdle > 0:
+	case c.state != handNone || c.sinceIdle > 0 || c.reading != 1 || c.readLen < fullRead:
+		// Not (yet) waiting in an empty-buffer read for the next request:
+		// the server may hold bytes of it (a pipelined request, the byte of
+		// net/http's background read), or be about to read.
 		c.mu.Unlock()
 		return ErrConnBusy
 	}
@@ -265,38 +294,42 @@ func (c *acceptedConn) abandonLocked() {
 // sendConn passes ac's socket to the successor, with the name of the
 // listener it was accepted on.
 func (u *Upgrader) sendConn(ac *acceptedConn) error {
+	fd, err := dupFD(ac)
+	if err != nil {
+		return fmt.Errorf("molt: hand over a connection: %w", err)
+	}
+	defer closeFD(fd)
+	return u.sendFD(ac.l.e.connWire(), fd)
+}
+
+// sendFD sends one connection's descriptor to the successor. After one
+// failure (a successor that stopped reading) it fails at once, so a drain
+// does not wait for every connection in turn.
+func (u *Upgrader) sendFD(e handoff.Entry, fd int) error {
 	u.mu.Lock()
 	s := u.successor
 	u.mu.Unlock()
 	if s == nil {
 		return ErrNoSuccessor
 	}
-	fd, err := dupFD(ac)
-	if err != nil {
-		return fmt.Errorf("molt: hand over a connection: %w", err)
-	}
-	defer closeFD(fd)
-	le := ac.l.e
-	e := handoff.Entry{Kind: handoff.KindConn, Network: le.network, Addr: le.key, Name: le.name}
 	u.sendMu.Lock()
 	defer u.sendMu.Unlock()
+	if s.sendErr != nil {
+		return s.sendErr
+	}
 	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if err := s.conn.SendConn(e, fd); err != nil {
-		return fmt.Errorf("%w: %w", ErrNoSuccessor, err)
+		s.sendErr = fmt.Errorf("%w: %w", ErrNoSuccessor, err)
+		return s.sendErr
 	}
 	return nil
 }
 
 // receiveConn gives a connection the parent handed over to the listener it
-// was accepted on, or closes it if this generation has no such listener.
+// was accepted on. If this generation no longer serves that listener (it is
+// draining itself), the connection goes on to its own successor; only
+// without one is it closed.
 func (u *Upgrader) receiveConn(m handoff.Message) {
-	f := os.NewFile(uintptr(m.FD), "molt:conn")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		u.log.Warn("molt: connection from parent unusable", "err", err)
-		return
-	}
 	u.mu.Lock()
 	var l *listener
 	for _, e := range u.entries {
@@ -310,10 +343,38 @@ func (u *Upgrader) receiveConn(m handoff.Message) {
 		}
 	}
 	u.mu.Unlock()
-	if l == nil || !l.push(c) {
-		u.log.Warn("molt: connection from parent for a listener this generation does not serve",
-			"entry", m.Entry.Network+" "+m.Entry.Addr)
+	if l != nil {
+		f := os.NewFile(uintptr(m.FD), "molt:conn")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			u.log.Warn("molt: connection from parent unusable", "err", err)
+			return
+		}
+		if l.push(c) {
+			return
+		}
+		u.forward(c.(liveHandle), m.Entry)
 		c.Close()
+		return
+	}
+	defer closeFD(m.FD)
+	if err := u.sendFD(m.Entry, m.FD); err != nil {
+		u.log.Warn("molt: connection from parent for a listener this generation does not serve",
+			"entry", m.Entry.Network+" "+m.Entry.Addr, "err", err)
+	}
+}
+
+// forward sends a connection that reached a closed listener on to the
+// successor, if there is one.
+func (u *Upgrader) forward(c liveHandle, e handoff.Entry) {
+	fd, err := dupFD(c)
+	if err != nil {
+		return
+	}
+	defer closeFD(fd)
+	if err := u.sendFD(e, fd); err != nil {
+		u.log.Warn("molt: handed-over connection reached a closed listener", "entry", e.Network+" "+e.Addr, "err", err)
 	}
 }
 

@@ -26,6 +26,9 @@ type successor struct {
 	// waitErr is what cmd.Wait returned; written by the waiter before it
 	// closes reaped, read only after reaped is closed.
 	waitErr error
+	// sendErr is the first failed send after the upgrade; guarded by the
+	// Upgrader's sendMu.
+	sendErr error
 }
 
 func (s *successor) pid() int { return s.cmd.Process.Pid }
@@ -56,6 +59,14 @@ func (u *Upgrader) successorCommand() (*exec.Cmd, error) {
 	}
 	if cmd.Process != nil {
 		return nil, errors.New("molt: Options.Command started the command itself")
+	}
+	// The successor's own process group, whatever the hook did with
+	// SysProcAttr: a failed successor is killed with everything it started.
+	cmd.SysProcAttr = withOwnProcessGroup(cmd.SysProcAttr)
+	if cmd.WaitDelay == 0 {
+		// A grandchild holding a stdout pipe the hook set must not keep a
+		// failed successor unreaped (and the upgrade "in progress").
+		cmd.WaitDelay = time.Second
 	}
 	return cmd, nil
 }

@@ -11,10 +11,11 @@ const platformSupported = false
 
 var errClosedHandle = errors.New("molt: handle is closed")
 
-func dupFD(liveHandle) (int, error)                       { return -1, ErrNotSupported }
-func closeFD(int)                                         {}
-func statSocketFile(string) (fileID, error)               { return fileID{}, ErrNotSupported }
-func removeSocketFileIfSame(string, fileID) (bool, error) { return false, ErrNotSupported }
-func isStaleSocket(string, string) bool                   { return false }
-func successorSysProcAttr() *syscall.SysProcAttr          { return nil }
-func killGroup(int)                                       {}
+func dupFD(liveHandle) (int, error)                                   { return -1, ErrNotSupported }
+func closeFD(int)                                                     {}
+func statSocketFile(string) (fileID, error)                           { return fileID{}, ErrNotSupported }
+func removeSocketFileIfSame(string, fileID) (bool, error)             { return false, ErrNotSupported }
+func isStaleSocket(string, string) bool                               { return false }
+func successorSysProcAttr() *syscall.SysProcAttr                      { return nil }
+func withOwnProcessGroup(a *syscall.SysProcAttr) *syscall.SysProcAttr { return a }
+func killGroup(int)                                                   {}

@@ -94,6 +94,16 @@ func successorSysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
+// withOwnProcessGroup keeps the hook's attributes but insists on a process
+// group of the successor's own.
+func withOwnProcessGroup(a *syscall.SysProcAttr) *syscall.SysProcAttr {
+	if a == nil {
+		return successorSysProcAttr()
+	}
+	a.Setpgid, a.Pgid = true, 0
+	return a
+}
+
 // killGroup kills the successor's process group, and the successor itself
 // in case it left the group. The caller has not reaped it yet, so its PID
 // (the group's ID) cannot have been reused.

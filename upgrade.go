@@ -73,7 +73,15 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		return err
 	}
 	ev.Kind = EventUpgradeSucceeded
-	u.emit(ev) // while this process still serves, before Exit is closed
+	u.emit(ev) // while this process still serves, before the successor's Ready returns
+	if err := u.acknowledge(s); err != nil {
+		res.Err = err
+		u.finishUpgrade(nil, res)
+		u.log.Error("molt: upgrade failed", "successor_pid", res.SuccessorPID, "stage", StageInit.String(), "err", err)
+		ev.Kind, ev.Err = EventUpgradeFailed, err
+		u.emit(ev)
+		return err
+	}
 	u.finishUpgrade(s, res)
 	u.log.Info("molt: upgrade succeeded", "successor_pid", res.SuccessorPID, "duration", res.Duration)
 	u.emit(Event{Kind: EventDraining, SuccessorPID: res.SuccessorPID})
@@ -86,6 +94,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 func (u *Upgrader) beginUpgrade() ([]handoff.Entry, []int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if isDone(u.stopping) { // Stop began: it would not wait for this upgrade
+		return nil, nil, ErrStopped
+	}
 	switch u.state {
 	case StateStarting:
 		return nil, nil, ErrNotReady
@@ -142,12 +153,6 @@ func (u *Upgrader) finishUpgrade(s *successor, res *UpgradeResult) {
 
 	if err == nil {
 		s.release() // it serves now: reap it whenever it exits, never kill it
-		// The successor's Ready returns on this ACK; Exit is already closed.
-		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		if aerr := s.conn.SendAck(); aerr != nil {
-			u.log.Warn("molt: could not acknowledge the successor's READY", "err", aerr)
-		}
-		s.conn.SetWriteDeadline(time.Time{})
 		return
 	}
 	if u.opts.PIDFile != "" {
@@ -155,6 +160,21 @@ func (u *Upgrader) finishUpgrade(s *successor, res *UpgradeResult) {
 			u.log.Warn("molt: could not restore the PID file after a failed upgrade", "err", perr)
 		}
 	}
+}
+
+// acknowledge sends the ACK that ends the successor's Ready, before this
+// generation commits. A successor that died right after READY cannot take
+// it (the write fails): the upgrade fails, and this generation serves on.
+func (u *Upgrader) acknowledge(s *successor) error {
+	u.sendMu.Lock()
+	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := s.conn.SendAck()
+	s.conn.SetWriteDeadline(time.Time{})
+	u.sendMu.Unlock()
+	if err == nil {
+		return nil
+	}
+	return s.fail(StageInit, fmt.Errorf("molt: successor gone right after READY: %w", err), exitGrace, true)
 }
 
 // runUpgrade starts the successor and carries the hand-off until READY or a

@@ -172,11 +172,15 @@ func (u *Upgrader) Ready() error {
 
 	for _, e := range unclaimed {
 		e.closeHandle()
-		u.removeSocketFile(e)
 		u.log.Info("molt: closed inherited entry nobody claimed", "entry", e.describe())
 	}
 	if u.parent != nil {
 		u.tellParentReady()
+	}
+	// Only now does the parent stop serving: until its ACK the upgrade may
+	// still fail, and the parent would serve on at paths we removed.
+	for _, e := range unclaimed {
+		u.removeSocketFile(e)
 	}
 
 	u.mu.Lock()

@@ -97,14 +97,14 @@ func serve(mode string) int {
 	}
 	ds := drain.NewHTTPServer(srv)
 	go ds.Serve(served)
+	sig := make(chan os.Signal, 1) // before "ready": the test signals right after it
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
 	if err := upg.Ready(); err != nil {
 		report(serverEvent{Event: "error", Err: err.Error()})
 		return 1
 	}
 	report(serverEvent{Event: "ready", Gen: upg.Generation(), Addr: ln.Addr().String()})
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
 	go func() {
 		for s := range sig {
 			if s == syscall.SIGTERM {
@@ -209,7 +209,8 @@ func runUpgrades(t *testing.T, mode string, upgrades int) {
 	}
 	defer r.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envServe+"="+mode)
+	// A data race in any generation stops it, which fails the test.
+	cmd.Env = append(os.Environ(), envServe+"="+mode, "GORACE=halt_on_error=1")
 	cmd.Stdout, cmd.Stderr = w, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -342,7 +343,7 @@ func TestIdleConnectionHandedOver(t *testing.T) {
 	}
 	defer r.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envServe+"=tcp")
+	cmd.Env = append(os.Environ(), envServe+"=tcp", "GORACE=halt_on_error=1")
 	cmd.Stdout, cmd.Stderr = w, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

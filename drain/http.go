@@ -148,13 +148,14 @@ func (s *HTTPServer) Draining() <-chan struct{} { return s.draining }
 //     carry "Connection: close";
 //   - an idle keep-alive connection is handed to the successor
 //     ([molt.HandOver]) with whatever its client sent meanwhile, so it is
-//     never closed under a client's feet; one that cannot change process
-//     (TLS, or no successor) is closed after [Options.IdleGrace] without a
-//     request;
-//   - hijacked connections are waited for until their handler closes them.
+//     never closed under a client's feet (so is a new connection that has
+//     sent nothing yet); one that cannot change process (TLS, or no
+//     successor) is closed after [Options.IdleGrace] without a request,
+//     counted from the start of the drain.
 //
 // When no HTTP/1 connection is left, HTTP/2 connections get a graceful
-// GOAWAY (net/http's Shutdown) and their streams complete. Drain returns
+// GOAWAY (net/http's Shutdown) and their streams complete; then hijacked
+// connections are waited for until their handlers close them. Drain returns
 // nil when everything is finished, or ctx's error after closing whatever
 // is left when ctx ends. It may be called once.
 func (s *HTTPServer) Drain(ctx context.Context) error {
@@ -166,15 +167,13 @@ func (s *HTTPServer) Drain(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.serving.Wait()
+	start := time.Now()
 
 	for {
-		left, wake := s.drainStep()
+		left, wake, changed := s.drainStep(start)
 		if left == 0 {
 			break
 		}
-		s.mu.Lock()
-		changed := s.changed
-		s.mu.Unlock()
 		t := time.NewTimer(wake)
 		select {
 		case <-changed:
@@ -186,22 +185,46 @@ func (s *HTTPServer) Drain(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	// Only HTTP/2 connections are left: net/http's Shutdown sends them
-	// GOAWAY and waits for their streams.
+	// Only HTTP/2 and hijacked connections are left: net/http's Shutdown
+	// sends GOAWAY to the first and waits for their streams.
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.closeAll()
 		return err
 	}
-	return nil
+	for { // hijacked connections end when their handlers close them
+		s.mu.Lock()
+		left, changed := len(s.hijacked), s.changed
+		s.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			s.closeAll()
+			return context.Cause(ctx)
+		}
+	}
 }
 
-// drainStep hands over or closes what it can and reports how many
-// connections the first phase still waits for, and when to look again.
-func (s *HTTPServer) drainStep() (left int, wake time.Duration) {
+// retryHandOver is how soon an idle connection whose server was not yet
+// waiting in its read is tried again.
+const retryHandOver = 2 * time.Millisecond
+
+// drainStep hands over or closes what it can, and reports how many HTTP/1
+// connections the first phase still waits for, when to look again, and
+// the channel that signals the next change.
+func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, changed <-chan struct{}) {
 	wake = time.Second
-	s.mu.Lock()
-	var idle []net.Conn
+	type candidate struct {
+		c     net.Conn
+		since time.Time
+		state http.ConnState
+	}
+	var tries []candidate
 	now := time.Now()
+	s.mu.Lock()
+	changed = s.changed
 	for c, ci := range s.conns {
 		switch {
 		case ci.proto == 2 || isH2(c):
@@ -212,43 +235,49 @@ func (s *HTTPServer) drainStep() (left int, wake time.Duration) {
 				delete(s.conns, c)
 				continue
 			}
-			left++
+			tries = append(tries, candidate{c, ci.since, ci.state})
 		case ci.state == http.StateIdle && ci.proto == 1:
-			idle = append(idle, c)
+			tries = append(tries, candidate{c, ci.since, ci.state})
 		case ci.state == http.StateIdle:
 			continue // idle before any HTTP/1 request: HTTP/2, phase two
 		default:
 			left++
 		}
 	}
-	left += len(s.hijacked)
 	s.mu.Unlock()
 
-	for _, c := range idle {
-		err := molt.HandOver(c)
+	for _, t := range tries {
+		err := molt.HandOver(t.c)
 		switch {
 		case err == nil:
-			s.forget(c) // net/http's read ends with a timeout; it closes its copy
+			s.forget(t.c) // net/http's read ends with a timeout; it closes its copy
+			continue
 		case errors.Is(err, molt.ErrConnBusy):
-			left++ // a request arrived: it is answered with Connection: close
+			wake = min(wake, retryHandOver) // the server is about to wait in its read
+		case t.state == http.StateNew:
+			// Cannot change process (TLS): its first request comes, and is
+			// answered with Connection: close.
 		default:
-			s.mu.Lock()
-			ci := s.conns[c]
-			s.mu.Unlock()
-			if ci == nil {
+			// Idle and cannot change process: give the client IdleGrace,
+			// counted from the drain's start, to send one last request.
+			idleFor := now.Sub(later(t.since, start))
+			if idleFor >= s.idleGrace {
+				t.c.Close()
+				s.forget(t.c)
 				continue
 			}
-			if idleFor := now.Sub(ci.since); idleFor >= s.idleGrace {
-				c.Close()
-				s.forget(c)
-				continue
-			} else {
-				wake = min(wake, s.idleGrace-idleFor)
-			}
-			left++
+			wake = min(wake, s.idleGrace-idleFor)
 		}
+		left++
 	}
-	return left, wake
+	return left, wake, changed
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (s *HTTPServer) forget(c net.Conn) {

@@ -13,7 +13,7 @@ import (
 )
 
 // echoLines serves a line protocol: each line is answered with "ok <line>";
-// once the tracker drains, the answer ends the exchange and the connection.
+// "bye" ends the exchange once the tracker drains.
 func echoLines(ln net.Listener, draining <-chan struct{}) {
 	for {
 		c, err := ln.Accept()
@@ -31,7 +31,9 @@ func echoLines(ln net.Listener, draining <-chan struct{}) {
 				fmt.Fprintf(c, "ok %s", line)
 				select {
 				case <-draining:
-					return
+					if line == "bye\n" {
+						return
+					}
 				default:
 				}
 			}
@@ -71,8 +73,17 @@ func TestTrackerDrainWaitsForConnections(t *testing.T) {
 		t.Fatalf("Drain returned %v with a connection still open", err)
 	default:
 	}
-	fmt.Fprint(c, "two\n") // answered, then the server closes
+	fmt.Fprint(c, "two\n") // the exchange goes on during the drain
 	if got, _ := r.ReadString('\n'); got != "ok two\n" {
+		t.Fatalf("reply during drain = %q", got)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Drain returned %v with a connection still open", err)
+	default:
+	}
+	fmt.Fprint(c, "bye\n") // answered, then the server closes
+	if got, _ := r.ReadString('\n'); got != "ok bye\n" {
 		t.Fatalf("reply during drain = %q", got)
 	}
 	if err := <-done; err != nil {

@@ -285,6 +285,7 @@ func (s *Service) observe(e molt.Event) {
 		s.handOver(e)
 	case molt.EventUpgradeFailed:
 		s.log.Error("systemd: upgrade failed; still serving", "err", e.Err, "generation", e.Generation)
+		s.reclaim(e)
 		// RELOADING=1 with READY=1 also ends a reload systemd asked for
 		// while this upgrade was already running (Type=notify-reload).
 		s.send("upgrade failed", Reloading, Ready, Status(fmt.Sprintf(
@@ -393,6 +394,23 @@ func (s *Service) updateStoreLocked(ctx context.Context, unclaimed []passedFD) {
 			s.log.Warn("systemd: cannot put a socket into the file descriptor store", "name", name, "err", err)
 		}
 	}
+}
+
+// reclaim runs when an upgrade fails after the hand-over datagram was sent
+// (the successor died between its READY and molt's acknowledgement): this
+// process serves on, so it claims the main process back. systemd accepts
+// that only with NotifyAccess=all; with NotifyAccess=main it already
+// watches the dead successor, and the unit's Restart= policy applies.
+func (s *Service) reclaim(e molt.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.main || s.stopping || s.n == nil || e.SuccessorPID == 0 {
+		return
+	}
+	s.main = true
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+	defer cancel()
+	s.notifyLocked(ctx, "reclaim", MainPID(e.PID))
 }
 
 // handOver runs at EventUpgradeSucceeded, while this process is still the
