@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// postSize is the body of every POST.
+	postSize = 1024
+	// requestTimeout bounds one short request, streamTimeout one
+	// streaming request (about two seconds when all is well).
+	requestTimeout = 10 * time.Second
+	streamTimeout  = 15 * time.Second
+	// maxPerWorker bounds the requests of one client goroutine.
+	maxPerWorker = 10_000_000
+)
+
+var postBody = bytes.Repeat([]byte("x"), postSize)
+
+// kind is one kind of client: how many goroutines, with which Transport,
+// sending which request.
+type kind struct {
+	name    string
+	note    string // how it behaves, for the report
+	workers int
+	long    bool // its requests outlast an upgrade's window: no per-upgrade rate
+	timeout time.Duration
+	client  *http.Client
+	do      func(ctx context.Context, c *http.Client, base string) error
+}
+
+// clientKinds returns the five kinds of the benchmark.
+func clientKinds(clients, streams int) []*kind {
+	keepAlive := func(n int) *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			MaxIdleConns:        2 * n,
+			MaxIdleConnsPerHost: 2 * n,
+			IdleConnTimeout:     time.Minute,
+		}}
+	}
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	return []*kind{
+		{
+			name: "keep-alive GET", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: getRoot,
+			note: "HTTP/1.1, one shared keep-alive Transport; Go retries an idempotent request on a reused connection that failed before a response",
+		},
+		{
+			name: "keep-alive POST (no retry)", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: postNoRetry,
+			note: "HTTP/1.1 keep-alive, 1 KB body without GetBody: Go's Transport retries no POST without an idempotency key, nor this one even when nothing was written",
+		},
+		{
+			name: "Connection: close", workers: clients, timeout: requestTimeout, do: getRoot,
+			client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+			note:   "HTTP/1.1, a new TCP connection for every request",
+		},
+		{
+			name: "HTTP/2 (h2c) POST", workers: clients, timeout: requestTimeout, client: &http.Client{Transport: h2}, do: postH2,
+			note: "h2c with prior knowledge, all streams multiplexed by one Transport; 1 KB rewindable body (Go resends a request the server refused with GOAWAY)",
+		},
+		{
+			name: "streaming (~2 s)", workers: streams, long: true, timeout: streamTimeout, client: keepAlive(streams), do: getStream,
+			note: "HTTP/1.1 keep-alive, back-to-back GET /stream (20 chunks, 100 ms apart), whole body checked",
+		},
+	}
+}
+
+// run starts k's workers; each sends requests back to back until stop is
+// closed, maxPerWorker requests were sent or hardEnd passed, and records
+// them in rec as kind i. Requests already sent when stop is closed finish
+// (within their timeout); ctx ends them at once.
+func (k *kind) run(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}, hardEnd time.Time, base string, rec *recorder, i int) {
+	for range k.workers {
+		wg.Go(func() {
+			for range maxPerWorker {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if time.Now().After(hardEnd) {
+					return
+				}
+				var (
+					conns atomic.Int32
+					last  atomic.Pointer[httptrace.GotConnInfo]
+				)
+				rctx, cancel := context.WithTimeout(ctx, k.timeout)
+				rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
+					GotConn: func(ci httptrace.GotConnInfo) { conns.Add(1); last.Store(&ci) },
+				})
+				start := time.Now()
+				err := k.do(rctx, k.client, base)
+				lat := time.Since(start)
+				cancel()
+				if err != nil {
+					err = &requestError{err: err, conn: last.Load()}
+				}
+				rec.add(i, start, lat, max(int(conns.Load())-1, 0), err)
+			}
+		})
+	}
+}
+
+// readBody reads the response's body (at most 1 MB) and checks its status.
+func readBody(resp *http.Response, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return string(b), fmt.Errorf("reading the body after %d bytes: %w", len(b), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("status %s, body %.80q", resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// getRoot: GET /, answered with the server's PID.
+func getRoot(ctx context.Context, c *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c.Do(req))
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.Atoi(body); err != nil {
+		return fmt.Errorf("GET /: body %.80q is not a PID", body)
+	}
+	return nil
+}
+
+// postNoRetry: POST /echo with a body Go cannot rewind (no GetBody), so
+// its Transport never sends it twice.
+func postNoRetry(ctx context.Context, c *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", io.NopCloser(bytes.NewReader(postBody)))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = postSize
+	return checkEcho(c.Do(req))
+}
+
+// postH2: POST /echo over HTTP/2 with a rewindable body.
+func postH2(ctx context.Context, c *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", bytes.NewReader(postBody))
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err == nil && resp.ProtoMajor != 2 {
+		resp.Body.Close()
+		return fmt.Errorf("answered over %s, not HTTP/2", resp.Proto)
+	}
+	return checkEcho(resp, err)
+}
+
+func checkEcho(resp *http.Response, err error) error {
+	body, err := readBody(resp, err)
+	if err != nil {
+		return err
+	}
+	if !strings.HasSuffix(body, " "+strconv.Itoa(postSize)) {
+		return fmt.Errorf("POST /echo: body %.80q does not report %d bytes", body, postSize)
+	}
+	return nil
+}
+
+// getStream: GET /stream, whose whole body must arrive.
+func getStream(ctx context.Context, c *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/stream", nil)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c.Do(req))
+	if err != nil {
+		return err
+	}
+	if body != streamBody {
+		return fmt.Errorf("GET /stream: %d of %d bytes, ending %q", len(body), len(streamBody), body[max(0, len(body)-12):])
+	}
+	return nil
+}
+
+// requestError is a failed request with the connection it last used.
+type requestError struct {
+	err  error
+	conn *httptrace.GotConnInfo // nil if it got none
+}
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// detail describes the connection: which one, reused or new, and how long
+// it had been idle.
+func (e *requestError) detail() string {
+	ci := e.conn
+	if ci == nil {
+		return "no connection"
+	}
+	s := fmt.Sprintf("connection %v → %v", ci.Conn.LocalAddr(), ci.Conn.RemoteAddr())
+	switch {
+	case ci.Reused && ci.WasIdle:
+		s += fmt.Sprintf(", reused after %v idle", ci.IdleTime)
+	case ci.Reused:
+		s += ", reused"
+	default:
+		s += ", new"
+	}
+	return s
+}

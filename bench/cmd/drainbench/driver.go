@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	// warmup: requests that start in the load's first second are counted
+	// (a failure is a failure) but not measured.
+	warmup = time.Second
+	// cleanupReserve is the part of -timeout kept for stopping the last
+	// chain after the load phase.
+	cleanupReserve = stopWait + killGrace + 5*time.Second
+	// wrkOverhead is the time a wrk run takes beyond its duration: a
+	// server chain to start and to stop.
+	wrkOverhead = firstReadyWait/2 + stopWait
+)
+
+// loadResult is what the load phase measured.
+type loadResult struct {
+	kinds    []*kind
+	rec      *recorder
+	upgrades []upgradeResult
+	end      chainEnd
+	problems []string // the phase itself went wrong
+}
+
+// runDriver runs the benchmark and returns the exit status.
+func runDriver(cfg config) int {
+	start := time.Now()
+	mach := describeMachine() // before the load, for its load average
+	r, err := newReaper()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
+		return 1
+	}
+	// The last resort: whatever hangs, the run ends and leaves nothing.
+	watchdog := time.AfterFunc(cfg.timeout, func() {
+		fmt.Fprintf(os.Stderr, "drainbench: -timeout %v reached; killing every process left\n", cfg.timeout)
+		for _, p := range r.killLeft(killGrace) {
+			fmt.Fprintf(os.Stderr, "drainbench: killed %s\n", p)
+		}
+		os.Exit(3)
+	})
+	defer watchdog.Stop()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Printf("drainbench: load phase: %d upgrades every %v, %d clients of each kind, %d streams (about %v)\n",
+		cfg.upgrades, cfg.interval, cfg.clients, cfg.streams, cfg.plannedLoad().Round(time.Second))
+	lr := runLoad(ctx, cfg, r)
+	var wrks []wrkResult
+	if cfg.wrk {
+		wrks = runWrkPhase(ctx, cfg, r)
+	}
+	rep := report{cfg: cfg, load: lr, wrk: wrks, took: time.Since(start), machine: mach}
+	text := rep.markdown()
+	fmt.Print("\n" + text)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(text), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
+			return 1
+		}
+	}
+	if !rep.passed() {
+		fmt.Fprintln(os.Stderr, "drainbench: FAILED (see above)")
+		return 1
+	}
+	return 0
+}
+
+// runLoad runs the load phase: a chain under load from every kind of
+// client, -steady without upgrades, the upgrades, -steady again.
+func runLoad(ctx context.Context, cfg config, r *reaper) *loadResult {
+	lr := &loadResult{kinds: clientKinds(cfg.clients, cfg.streams)}
+	ch, err := startChain(ctx, r)
+	if err != nil {
+		lr.problems = append(lr.problems, err.Error())
+		return lr
+	}
+	base := "http://" + ch.cur.Addr
+
+	t0 := time.Now()
+	hardEnd := t0.Add(cfg.duration)
+	lr.rec = newRecorder(t0, warmup, len(lr.kinds))
+	stopLoad := make(chan struct{})
+	var clients sync.WaitGroup
+	for i, k := range lr.kinds {
+		// ctx, not a context that stopLoad ends: a request in flight at
+		// the end finishes and counts.
+		k.run(ctx, &clients, stopLoad, hardEnd, base, lr.rec, i)
+	}
+	classified := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				lr.rec.classify(false)
+			case <-classified:
+				return
+			}
+		}
+	}()
+
+	first := t0.Add(warmup + cfg.steady)
+	for n := 1; n <= cfg.upgrades; n++ {
+		at := first.Add(time.Duration(n-1) * cfg.interval)
+		if late := time.Until(at); late < 0 && time.Now().Add(cfg.steady).After(hardEnd) {
+			lr.problems = append(lr.problems, fmt.Sprintf("-duration %v reached: only %d of %d upgrades ran (the upgrades fell %v behind schedule)",
+				cfg.duration, n-1, cfg.upgrades, -late.Round(time.Millisecond)))
+			break
+		}
+		if !sleepUntil(ctx, at) {
+			break
+		}
+		res := ch.upgrade(ctx, n, func() { lr.rec.trigger() })
+		lr.upgrades = append(lr.upgrades, res)
+		if res.err != "" {
+			fmt.Fprintf(os.Stderr, "drainbench: upgrade %d: %s\n", n, res.err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if n%10 == 0 || n == cfg.upgrades {
+			fmt.Printf("drainbench: %d/%d upgrades, serving: generation %d (pid %d)\n", n, cfg.upgrades, ch.cur.Gen, ch.cur.PID)
+		}
+	}
+	end := time.Now().Add(cfg.steady)
+	if end.After(hardEnd) {
+		end = hardEnd
+	}
+	if !sleepUntil(ctx, end) {
+		lr.problems = append(lr.problems, fmt.Sprintf("stopped early: %v", context.Cause(ctx)))
+	}
+	close(stopLoad)
+	lr.rec.stop()
+	clients.Wait()
+	close(classified)
+	lr.rec.finish()
+	for _, k := range lr.kinds {
+		k.client.CloseIdleConnections()
+	}
+	lr.end = ch.stop()
+	return lr
+}
+
+// sleepUntil waits until t and reports true, or false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

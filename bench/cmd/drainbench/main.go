@@ -1,0 +1,166 @@
+// Command drainbench measures what clients see while a molt service
+// replaces its process again and again under saturating load.
+//
+// One binary plays two roles. As the server (environment variable
+// DRAINBENCH_ROLE=server, set by the driver only) it is a molt service:
+// an HTTP/1.1 and h2c server on a loopback port inherited across upgrades,
+// drained with molt/drain, which upgrades itself on SIGHUP, stops on SIGTERM
+// and prints one JSON line per event on standard output. Its handlers are
+// GET / (a tiny body), POST /echo (replies with the length of the body it
+// read) and GET /stream (about 2 s: a chunk every 100 ms); anything else is
+// answered 400 with the method and path the server read, which shows a
+// request parsed from the wrong place in the byte stream.
+//
+// As the driver (the default) it starts generation 1, puts it under load
+// from five kinds of clients at once, and sends the serving generation
+// SIGHUP at a fixed interval:
+//
+//	keep-alive GET     -clients goroutines sharing one keep-alive Transport
+//	keep-alive POST    -clients goroutines, 1 KB body that cannot be rewound,
+//	                   so Go's Transport never retries a request
+//	Connection: close  -clients goroutines, a new connection per request
+//	HTTP/2 (h2c) POST  -clients goroutines multiplexed on h2c connections
+//	streaming          -streams goroutines, back-to-back 2 s responses whose
+//	                   whole body is checked
+//
+// The load runs -steady without upgrades, then the upgrades, then -steady
+// again. A request counts as "around" an upgrade if it started within
+// ±500 ms of a SIGHUP, as "steady" otherwise. For every kind the driver
+// reports requests, failures (with their first distinct error texts and
+// when they happened), transparent retries of Go's Transport, p50/p99/max
+// latency steady and around, requests per second steady and around and the
+// dip between them (1 - around/steady; also for the worst single upgrade).
+// For the upgrades it reports the hand-off time (SIGHUP sent → the new
+// generation's Ready returned) and every generation's drain duration.
+//
+// Latencies go into log-linear histograms (1 µs resolution below 256 µs,
+// then 128 buckets per power of two: at most 0.8% relative error, about
+// 35 KB per histogram), and request counts into 10 ms time slots; no
+// per-request record is kept longer than the 0.7 s needed to classify it.
+//
+// With -wrk and wrk(1) installed, it then runs wrk against a fresh server,
+// keep-alive and with "Connection: close", while upgrading it every
+// -interval, and reports wrk's "Socket errors" and "Non-2xx" lines.
+//
+// On Linux the driver is a child subreaper: every generation ends up as
+// its child when its parent exits, and is reaped by it. At the end the
+// driver stops the last generation with SIGTERM, waits for every process to
+// be gone, and kills and reports any process left behind. It exits with
+// status 0 only if no request failed, every upgrade and drain succeeded and
+// nothing was left behind; results are printed and, with -out, written as
+// Markdown.
+//
+// Usage:
+//
+//	go run ./cmd/drainbench [-upgrades 100] [-clients 64] [-streams 10] \
+//	    [-interval 500ms] [-steady 5s] [-duration 3m] [-timeout 6m] \
+//	    [-wrk] [-wrk-duration 10s] [-out results.md]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+)
+
+// envRole selects the server role; the driver sets it for generation 1,
+// and molt passes the environment on to every successor.
+const envRole = "DRAINBENCH_ROLE"
+
+// config is the driver's command line.
+type config struct {
+	upgrades    int
+	clients     int
+	streams     int
+	interval    time.Duration
+	steady      time.Duration
+	duration    time.Duration
+	timeout     time.Duration
+	wrk         bool
+	wrkDuration time.Duration
+	out         string
+	command     string // the command line, for the report
+}
+
+func main() {
+	if os.Getenv(envRole) == "server" {
+		os.Exit(runServer())
+	}
+	var cfg config
+	flag.IntVar(&cfg.upgrades, "upgrades", 100, "number of upgrades")
+	flag.IntVar(&cfg.clients, "clients", 64, "concurrent clients of each kind (keep-alive GET, keep-alive POST, Connection: close, HTTP/2)")
+	flag.IntVar(&cfg.streams, "streams", 10, "concurrent clients of long (~2 s) streaming responses")
+	flag.DurationVar(&cfg.interval, "interval", 500*time.Millisecond, "time between two upgrades")
+	flag.DurationVar(&cfg.steady, "steady", 5*time.Second, "load without upgrades before the first and after the last upgrade")
+	flag.DurationVar(&cfg.duration, "duration", 3*time.Minute, "bound on the load phase; upgrades that do not fit are not run (and reported)")
+	flag.DurationVar(&cfg.timeout, "timeout", 6*time.Minute, "hard bound on the whole run, wrk phase and clean-up included")
+	flag.BoolVar(&cfg.wrk, "wrk", true, "also run wrk(1) against a fresh server while it upgrades, if wrk is installed")
+	flag.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run")
+	flag.StringVar(&cfg.out, "out", "", "write the results as Markdown to this file")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "drainbench: unexpected arguments %q\n", flag.Args())
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
+		os.Exit(2)
+	}
+	if runtime.GOOS == "windows" {
+		fmt.Fprintln(os.Stderr, "drainbench: molt needs Unix descriptor passing; Windows is not supported")
+		os.Exit(1)
+	}
+	cfg.command = commandLine()
+	os.Exit(runDriver(cfg))
+}
+
+func (c config) check() error {
+	switch {
+	case c.upgrades < 0:
+		return fmt.Errorf("-upgrades %d: must not be negative", c.upgrades)
+	case c.clients < 1 || c.clients > 4096:
+		return fmt.Errorf("-clients %d: must be between 1 and 4096", c.clients)
+	case c.streams < 0 || c.streams > 4096:
+		return fmt.Errorf("-streams %d: must be between 0 and 4096", c.streams)
+	case c.interval < 10*time.Millisecond:
+		return fmt.Errorf("-interval %v: must be at least 10ms", c.interval)
+	case c.steady < time.Second:
+		return fmt.Errorf("-steady %v: must be at least 1s", c.steady)
+	case c.wrkDuration < time.Second:
+		return fmt.Errorf("-wrk-duration %v: must be at least 1s", c.wrkDuration)
+	case c.duration < c.plannedLoad():
+		return fmt.Errorf("-duration %v is shorter than the planned load (%v: warm-up, 2 × -steady, -upgrades × -interval)",
+			c.duration, c.plannedLoad())
+	case c.timeout < c.duration+cleanupReserve+c.wrkBudget():
+		return fmt.Errorf("-timeout %v must be at least -duration + %v for the clean-up + %v for the wrk phase (%v)",
+			c.timeout, cleanupReserve, c.wrkBudget(), c.duration+cleanupReserve+c.wrkBudget())
+	}
+	return nil
+}
+
+// plannedLoad is how long the load phase takes when every upgrade keeps to
+// the schedule.
+func (c config) plannedLoad() time.Duration {
+	return warmup + 2*c.steady + time.Duration(c.upgrades)*c.interval
+}
+
+// wrkBudget is the time the wrk phase may take: two runs, each with a
+// server to start and stop.
+func (c config) wrkBudget() time.Duration {
+	if !c.wrk {
+		return 0
+	}
+	return 2 * (c.wrkDuration + wrkOverhead)
+}
+
+// commandLine renders how the driver was started, for the report.
+func commandLine() string {
+	s := "go run ./cmd/drainbench"
+	for _, a := range os.Args[1:] {
+		s += " " + a
+	}
+	return s
+}

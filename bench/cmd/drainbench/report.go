@@ -1,0 +1,326 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// report renders the results of a run.
+type report struct {
+	cfg     config
+	machine machine
+	load    *loadResult
+	wrk     []wrkResult
+	took    time.Duration
+}
+
+// kindFigures are the numbers of one kind of client.
+type kindFigures struct {
+	requests, failed, retries int64
+	steady, around            *hist
+	rateSteady, rateAround    float64 // successful requests per second
+	worstRate                 float64 // the lowest rate in the window of a single upgrade
+	worstAt                   int     // that upgrade's number
+	errs                      []*errText
+	otherErrs                 int
+}
+
+// figures computes the numbers of kind i.
+func (l *loadResult) figures(i int) kindFigures {
+	ks := l.rec.kinds[i]
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	l.rec.mu.Lock()
+	triggers, end := slices.Clone(l.rec.triggers), l.rec.end
+	l.rec.mu.Unlock()
+	f := kindFigures{
+		requests: ks.ok + ks.failed, failed: ks.failed, retries: ks.retries,
+		steady: &ks.steady, around: &ks.around, errs: ks.errs, otherErrs: ks.otherErrs,
+	}
+	aroundT := aroundTime(triggers, l.rec.measure, end)
+	steadyT := end - l.rec.measure - aroundT
+	if steadyT > 0 {
+		f.rateSteady = float64(ks.steady.n) / steadyT.Seconds()
+	}
+	if aroundT > 0 {
+		f.rateAround = float64(ks.around.n) / aroundT.Seconds()
+	}
+	f.worstRate = math.Inf(1)
+	for n, t := range triggers {
+		if r := ks.windowRate(t); r < f.worstRate {
+			f.worstRate, f.worstAt = r, n+1
+		}
+	}
+	return f
+}
+
+// worst describes the upgrade whose window had the lowest rate: its dip
+// (short) or its rate and dip.
+func (f kindFigures) worst(k *kind, short bool) string {
+	switch {
+	case k.long:
+		return "n/a (requests of ~2 s)"
+	case f.worstAt == 0:
+		return "n/a"
+	case short:
+		return fmt.Sprintf("%s (#%d)", dip(f.worstRate, f.rateSteady), f.worstAt)
+	}
+	return fmt.Sprintf("%.1f, %s (upgrade #%d)", f.worstRate, dip(f.worstRate, f.rateSteady), f.worstAt)
+}
+
+// dip is the throughput dip around upgrades; not for long requests,
+// whose few starts per second say little about throughput.
+func (f kindFigures) dip(k *kind) string {
+	if k.long {
+		return "n/a (requests of ~2 s)"
+	}
+	return dip(f.rateAround, f.rateSteady)
+}
+
+// dip returns 1 - rate/steady as a percentage.
+func dip(rate, steady float64) string {
+	if steady == 0 || math.IsInf(rate, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", 100*(1-rate/steady))
+}
+
+func (r *report) passed() bool {
+	l := r.load
+	if len(l.problems) > 0 || l.rec == nil || len(l.end.problems) > 0 || len(l.upgrades) != r.cfg.upgrades {
+		return false
+	}
+	for _, u := range l.upgrades {
+		if u.err != "" {
+			return false
+		}
+	}
+	for i := range l.kinds {
+		if f := l.figures(i); f.failed > 0 || f.requests == 0 {
+			return false
+		}
+	}
+	for _, w := range r.wrk {
+		if !w.ok() {
+			return false
+		}
+	}
+	return true
+}
+
+// markdown renders the whole report.
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	verdict := "PASS: no request failed, every upgrade and drain succeeded, nothing was left behind"
+	if !r.passed() {
+		verdict = "FAIL: see the problems below"
+	}
+	p("## drainbench results\n\n")
+	p("**%s.**\n\n", verdict)
+	p("- command: `%s` (in `bench/`)\n", r.cfg.command)
+	p("- machine: %s\n", r.machine)
+	p("- run: %d upgrades asked, one every %v after %v of warm-up and %v steady; %v steady after; %d clients of each kind, %d streams; whole run %v\n",
+		r.cfg.upgrades, r.cfg.interval, warmup, r.cfg.steady, r.cfg.steady, r.cfg.clients, r.cfg.streams, r.took.Round(time.Second))
+	l := r.load
+	if l.rec != nil {
+		p("- the load began at %s (the origin of the \"+s\" times below)\n", l.rec.t0.UTC().Format("15:04:05.000000 UTC"))
+	}
+	for _, s := range l.problems {
+		p("- **problem:** %s\n", s)
+	}
+	if l.rec != nil {
+		r.loadTables(&b)
+		r.failures(&b)
+		r.upgradeFigures(&b)
+		p("\n### Throughput over time (load phase)\n\nSuccessful requests per second of the four short kinds together, by start time, with the SIGHUPs sent in that second:\n\n```\n%s```\n", l.series())
+	}
+	r.wrkSection(&b)
+	return b.String()
+}
+
+func (r *report) loadTables(b *strings.Builder) {
+	l := r.load
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("\n### Requests (load phase)\n\n")
+	p("\"around\" = requests that started within ±%v of a SIGHUP; \"steady\" = the others (after the %v warm-up). Latencies of successful requests; rates count successful requests per second of steady or around time; \"worst upgrade\" is the lowest rate in the 1 s window of a single upgrade.\n\n",
+		aroundHalf, warmup)
+	p("| kind | requests | failed | retries | p50 steady | p50 around | p99 steady | p99 around | req/s steady | req/s around | dip | worst upgrade dip |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for i, k := range l.kinds {
+		f := l.figures(i)
+		p("| %s | %d | %d | %d | %s | %s | %s | %s | %.0f | %.0f | %s | %s |\n", k.name, f.requests, f.failed, f.retries,
+			ms(f.steady.quantile(0.5)), ms(f.around.quantile(0.5)), ms(f.steady.quantile(0.99)), ms(f.around.quantile(0.99)),
+			f.rateSteady, f.rateAround, f.dip(k), f.worst(k, true))
+	}
+	for i, k := range l.kinds {
+		f := l.figures(i)
+		p("\n#### %s\n\n%s; %d concurrent clients.\n\n", k.name, k.note, k.workers)
+		p("| | steady | around an upgrade |\n|---|---:|---:|\n")
+		p("| requests measured (ok) | %d | %d |\n", f.steady.n, f.around.n)
+		p("| p50 latency | %s | %s |\n", ms(f.steady.quantile(0.5)), ms(f.around.quantile(0.5)))
+		p("| p99 latency | %s | %s |\n", ms(f.steady.quantile(0.99)), ms(f.around.quantile(0.99)))
+		p("| max latency | %s | %s |\n", ms(f.steady.max), ms(f.around.max))
+		p("| p99 around / p99 steady | | %s |\n", ratio(f.around.quantile(0.99), f.steady.quantile(0.99)))
+		p("| requests/s | %.1f | %.1f |\n", f.rateSteady, f.rateAround)
+		p("| throughput dip (1 - around/steady) | | %s |\n", f.dip(k))
+		p("| worst single upgrade: requests/s, dip | | %s |\n", f.worst(k, false))
+		p("| requests in all (warm-up included), failed, transparent retries | %d, %d, %d | |\n", f.requests, f.failed, f.retries)
+	}
+}
+
+func (r *report) failures(b *strings.Builder) {
+	l := r.load
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("\n### Failed requests\n\n")
+	l.rec.mu.Lock()
+	triggers := slices.Clone(l.rec.triggers)
+	l.rec.mu.Unlock()
+	anyFailed := false
+	for i, k := range l.kinds {
+		f := l.figures(i)
+		if f.failed == 0 {
+			continue
+		}
+		anyFailed = true
+		p("- **%s**: %d failed\n", k.name, f.failed)
+		for _, e := range f.errs {
+			p("  - %d × `%s`: first at %s, last at %s; the first on %s\n",
+				e.count, e.text, when(e.first, triggers), when(e.last, triggers), e.detail)
+		}
+		if f.otherErrs > 0 {
+			p("  - %d more with other texts\n", f.otherErrs)
+		}
+	}
+	if !anyFailed {
+		p("None.\n")
+	}
+}
+
+// when describes a time of the load by its nearest upgrade.
+func when(t time.Duration, triggers []time.Duration) string {
+	s := fmt.Sprintf("+%.3f s", t.Seconds())
+	best := -1
+	for i, tr := range triggers {
+		if best < 0 || (t-tr).Abs() < (t-triggers[best]).Abs() {
+			best = i
+		}
+	}
+	if best < 0 {
+		return s
+	}
+	d := t - triggers[best]
+	rel := "after"
+	if d < 0 {
+		rel, d = "before", -d
+	}
+	return fmt.Sprintf("%s (%s %s SIGHUP #%d)", s, ms(d), rel, best+1)
+}
+
+func (r *report) upgradeFigures(b *strings.Builder) {
+	l := r.load
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("\n### Upgrades (load phase)\n\n")
+	var handoffs []time.Duration
+	var failed []string
+	for _, u := range l.upgrades {
+		if u.err != "" {
+			failed = append(failed, fmt.Sprintf("#%d: %s", u.n, u.err))
+			continue
+		}
+		handoffs = append(handoffs, u.handoff)
+	}
+	p("- upgrades: %d asked, %d ran, %d succeeded\n", r.cfg.upgrades, len(l.upgrades), len(handoffs))
+	for _, f := range failed {
+		p("  - **failed** %s\n", f)
+	}
+	p("- hand-off, SIGHUP sent → the new generation's Ready returned (exec and start-up included): %s\n", spread(handoffs))
+	p("- Upgrade() call in the old generation (start of the successor → its READY acknowledged): %s\n", spread(l.end.calls))
+	p("- drain of each generation (Exit closed → Drain returned; the ~2 s streams bound it): %s over %d generations\n", spread(l.end.drains), len(l.end.drains))
+	p("- processes: %d generations became ready; ", l.end.generations)
+	if len(l.end.problems) == 0 {
+		p("every one drained, exited cleanly and was reaped; none was left behind")
+		if !seesEveryProcess {
+			p(" (only the end of the shared output pipe was checked on this platform)")
+		}
+		p(".\n")
+	} else {
+		p("**problems:**\n")
+		for _, s := range l.end.problems {
+			p("  - %s\n", s)
+		}
+	}
+}
+
+func (r *report) wrkSection(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	if !r.cfg.wrk {
+		return
+	}
+	p("\n### wrk (outside client)\n\n")
+	if len(r.wrk) == 0 {
+		p("wrk is not installed (`apt-get install -y wrk`): not run.\n")
+		return
+	}
+	for _, w := range r.wrk {
+		ok := 0
+		var handoffs []time.Duration
+		for _, u := range w.upgrades {
+			if u.err == "" {
+				ok++
+				handoffs = append(handoffs, u.handoff)
+			}
+		}
+		p("#### %s\n\n`%s`, against a fresh server, %d/%d upgrades succeeded during the run (hand-off %s); wrk %s.\n\n",
+			w.mode, w.command, ok, len(w.upgrades), spread(handoffs), w.status)
+		p("- socket errors: `%s`\n", w.socketErrors())
+		if n := w.non2xx(); n != "" {
+			p("- `%s`\n", n)
+		} else {
+			p("- non-2xx/3xx responses: none (no \"Non-2xx\" line)\n")
+		}
+		for _, s := range append(slices.Clone(w.problems), w.end.problems...) {
+			p("- **problem:** %s\n", s)
+		}
+		for _, u := range w.upgrades {
+			if u.err != "" {
+				p("- **upgrade #%d failed:** %s\n", u.n, u.err)
+			}
+		}
+		p("\n```\n%s```\n\n", w.output)
+	}
+}
+
+// spread renders p50/p99/max of ds.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n/a"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(f float64) time.Duration { return s[min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1)] }
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", ms(q(0.5)), ms(q(0.99)), ms(s[len(s)-1]))
+}
+
+// ms renders a duration in milliseconds (µs below one).
+func ms(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "–"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func ratio(a, b time.Duration) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", float64(a)/float64(b))
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// seriesStep is the resolution of the throughput-over-time section.
+const seriesStep = time.Second
+
+// series renders, for every second of the load, the successful requests
+// per second of the short kinds together, and the SIGHUPs sent in it: a
+// dip, or noise from other processes, shows at a glance.
+func (l *loadResult) series() string {
+	l.rec.mu.Lock()
+	triggers, end := l.rec.triggers, l.rec.end
+	l.rec.mu.Unlock()
+	perStep := int(seriesStep / slotWidth)
+	steps := int((end + seriesStep - 1) / seriesStep)
+	counts := make([]int, steps)
+	for i, k := range l.kinds {
+		if k.long {
+			continue
+		}
+		ks := l.rec.kinds[i]
+		ks.mu.Lock()
+		for j, s := range ks.slots {
+			if j/perStep < steps {
+				counts[j/perStep] += int(s.ok)
+			}
+		}
+		ks.mu.Unlock()
+	}
+	sighups := make([]int, steps)
+	for _, t := range triggers {
+		if i := int(t / seriesStep); i < steps {
+			sighups[i]++
+		}
+	}
+	var b strings.Builder
+	for i, n := range counts {
+		width := seriesStep
+		if rest := end - time.Duration(i)*seriesStep; rest < width {
+			width = rest // the last, partial second
+		}
+		phase := ""
+		switch {
+		case time.Duration(i+1)*seriesStep <= l.rec.measure:
+			phase = "  warm-up"
+		case sighups[i] > 0:
+			phase = fmt.Sprintf("  %d SIGHUP", sighups[i])
+		}
+		fmt.Fprintf(&b, "%4ds %8.0f req/s%s\n", i, float64(n)/width.Seconds(), phase)
+	}
+	return b.String()
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/drain"
+)
+
+const (
+	// streamChunks chunks, one every streamEvery, make one streaming
+	// response of about two seconds.
+	streamChunks = 20
+	streamEvery  = 100 * time.Millisecond
+	// serverDrainTimeout bounds one generation's drain.
+	serverDrainTimeout = 30 * time.Second
+	// serverReadyTimeout bounds the start of a successor.
+	serverReadyTimeout = 30 * time.Second
+)
+
+// streamBody is the body of a complete GET /stream response.
+var streamBody = func() string {
+	s := ""
+	for i := range streamChunks {
+		s += fmt.Sprintf("chunk %02d\n", i)
+	}
+	return s + "end\n"
+}()
+
+// serverEvent is one JSON line a server generation prints. Times are Unix
+// nanoseconds of the server's wall clock (the driver runs on the same
+// machine).
+type serverEvent struct {
+	Event   string `json:"event"` // "ready", "upgrade", "exit" or "error"
+	PID     int    `json:"pid"`
+	Gen     uint64 `json:"gen"`
+	UnixNS  int64  `json:"t"`
+	Addr    string `json:"addr,omitempty"`     // ready
+	OK      bool   `json:"ok,omitempty"`       // upgrade
+	Err     string `json:"err,omitempty"`      // upgrade, exit (the drain's error), error
+	TookUS  int64  `json:"took_us,omitempty"`  // upgrade: the Upgrade call
+	DrainUS int64  `json:"drain_us,omitempty"` // exit: the drain
+	Reason  string `json:"reason,omitempty"`   // exit
+}
+
+var emitMu sync.Mutex
+
+// emit prints e as one line in a single write, so that the lines of the
+// generations sharing the pipe never interleave.
+func emit(e serverEvent) {
+	e.PID = os.Getpid()
+	e.UnixNS = time.Now().UnixNano()
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic(err) // serverEvent always marshals
+	}
+	emitMu.Lock()
+	defer emitMu.Unlock()
+	os.Stdout.Write(append(b, '\n'))
+}
+
+// serverMux serves the three endpoints the clients use.
+func serverMux() *http.ServeMux {
+	pid := strconv.Itoa(os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, pid)
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%s %d", pid, n)
+	})
+	// Anything else is a request the clients never send: a sign that the
+	// server read a request from the wrong place in the byte stream. Say
+	// what it read.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, fmt.Sprintf("drainbench: unexpected request %.40q %.40q", r.Method, r.URL.Path), http.StatusBadRequest)
+	})
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		for i := range streamChunks {
+			fmt.Fprintf(w, "chunk %02d\n", i)
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			select {
+			case <-time.After(streamEvery):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "end\n")
+	})
+	return mux
+}
+
+// runServer plays one server generation and returns its exit status.
+func runServer() int {
+	// First of all: SIGHUP's default action would kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
+		With("pid", os.Getpid())
+	fail := func(err error) int {
+		emit(serverEvent{Event: "error", Err: err.Error()})
+		return 1
+	}
+	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout})
+	if err != nil {
+		return fail(err)
+	}
+	defer upg.Stop()
+	ln, err := upg.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	srv := &http.Server{
+		Handler:           serverMux(),
+		Protocols:         new(http.Protocols),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(os.Stderr, fmt.Sprintf("drainbench server (pid %d): ", os.Getpid()), 0),
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ds := drain.NewHTTPServer(srv)
+	served := make(chan error, 1)
+	go func() { served <- ds.Serve(ln) }()
+	if err := upg.Ready(); err != nil {
+		return fail(fmt.Errorf("ready: %w", err))
+	}
+	gen := upg.Generation()
+	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
+
+	var upgrades sync.WaitGroup
+	reason := ""
+loop:
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				upgrades.Go(func() { upgrade(upg) })
+				continue
+			}
+			reason = "signal " + s.String()
+			upg.Stop() // a stop for good: interrupt an upgrade, close the listener
+			break loop
+		case <-upg.Exit():
+			reason = upg.Reason().String()
+			break loop
+		case err := <-served:
+			reason = fmt.Sprintf("serve ended: %v", err)
+			upg.Stop()
+			break loop
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), serverDrainTimeout)
+	defer cancel()
+	start := time.Now()
+	drainErr := ds.Drain(ctx)
+	took := time.Since(start)
+	upg.Stop()
+	upgrades.Wait()
+	e := serverEvent{Event: "exit", Gen: gen, Reason: reason, DrainUS: max(1, took.Microseconds())}
+	if drainErr != nil {
+		e.Err = drainErr.Error()
+	}
+	emit(e)
+	if drainErr != nil {
+		return 1
+	}
+	return 0
+}
+
+// upgrade runs one upgrade and reports it.
+func upgrade(upg *molt.Upgrader) {
+	ctx, cancel := context.WithTimeout(context.Background(), serverReadyTimeout+5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := upg.Upgrade(ctx)
+	e := serverEvent{Event: "upgrade", Gen: upg.Generation(), OK: err == nil, TookUS: max(1, time.Since(start).Microseconds())}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	emit(e)
+}
