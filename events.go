@@ -72,9 +72,10 @@ type Event struct {
 
 // Observe registers fn to be called with every later lifecycle event,
 // synchronously, in the goroutine that caused it (the one calling Ready,
-// Upgrade or Stop) and in order. fn must return quickly and must not call
-// the Upgrader's methods that change state. The returned function removes
-// fn; after it returns, fn is not called again.
+// Upgrade or Stop) and in order. fn must return quickly, must not call
+// the Upgrader's methods that change state, and must not call Observe or a
+// remove function (observers run under the lock those take). The returned
+// function removes fn; after it returns, fn is not called again.
 func (u *Upgrader) Observe(fn func(Event)) (remove func()) {
 	u.obsMu.Lock()
 	defer u.obsMu.Unlock()

@@ -57,7 +57,10 @@ func (u *Upgrader) ListenWith(ctx context.Context, lc *net.ListenConfig, network
 		return u.claimListenerLocked(e)
 	}
 	ln, err := u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
-	if err != nil && isAddrInUse(err) && u.removeStaleSocket(sa) {
+	if err != nil && isAddrInUse(err) && u.removeStaleSocketUnlocked(sa) {
+		if err := u.canAddLocked(); err != nil {
+			return nil, err
+		}
 		ln, err = u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
 	}
 	if err != nil {
@@ -90,7 +93,10 @@ func (u *Upgrader) ListenPacketWith(ctx context.Context, lc *net.ListenConfig, n
 		return u.claimPacketConnLocked(e)
 	}
 	pc, err := u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
-	if err != nil && isAddrInUse(err) && u.removeStaleSocket(sa) {
+	if err != nil && isAddrInUse(err) && u.removeStaleSocketUnlocked(sa) {
+		if err := u.canAddLocked(); err != nil {
+			return nil, err
+		}
 		pc, err = u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
 	}
 	if err != nil {
@@ -421,6 +427,15 @@ func (u *Upgrader) removeSocketFile(e *entry) {
 	case removed:
 		u.log.Debug("molt: removed socket file", "path", e.path)
 	}
+}
+
+// removeStaleSocketUnlocked is removeStaleSocket for a caller holding
+// u.mu: it releases the lock while it dials (which may take a second) and
+// takes it again.
+func (u *Upgrader) removeStaleSocketUnlocked(sa sockAddr) bool {
+	u.mu.Unlock()
+	defer u.mu.Lock()
+	return u.removeStaleSocket(sa)
 }
 
 // removeStaleSocket removes a Unix socket file that no process serves (a

@@ -199,8 +199,11 @@ func (u *Upgrader) Ready() error {
 // is gone, or does not answer in time, leaves this generation serving alone.
 func (u *Upgrader) tellParentReady() {
 	timeout := u.opts.readyTimeout()
+	u.sendMu.Lock()
 	u.parent.SetWriteDeadline(time.Now().Add(timeout))
-	if err := u.parent.SendReady(); err != nil {
+	err := u.parent.SendReady()
+	u.sendMu.Unlock()
+	if err != nil {
 		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
 		return
 	}
@@ -312,8 +315,10 @@ func (u *Upgrader) Stop() {
 	}
 	if u.parent != nil {
 		if before == StateStarting {
+			u.sendMu.Lock()
 			u.parent.SetWriteDeadline(time.Now().Add(time.Second))
 			u.parent.SendFailed("successor called Stop before Ready")
+			u.sendMu.Unlock()
 		}
 		u.parent.Close()
 	}

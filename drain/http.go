@@ -48,6 +48,7 @@ type HTTPServer struct {
 	mu        sync.Mutex // protects the fields below
 	conns     map[net.Conn]*connInfo
 	hijacked  map[net.Conn]struct{}
+	hijacking int // Hijack calls between net/http's StateHijacked and our books
 	listeners map[net.Listener]struct{}
 	isDrain   bool
 	changed   chan struct{} // closed and replaced on every change Drain waits for
@@ -193,7 +194,7 @@ func (s *HTTPServer) Drain(ctx context.Context) error {
 	}
 	for { // hijacked connections end when their handlers close them
 		s.mu.Lock()
-		left, changed := len(s.hijacked), s.changed
+		left, changed := len(s.hijacked)+s.hijacking, s.changed
 		s.mu.Unlock()
 		if left == 0 {
 			return nil
@@ -244,6 +245,7 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 			left++
 		}
 	}
+	left += s.hijacking // a handler between Hijack and its booking
 	s.mu.Unlock()
 
 	for _, t := range tries {
@@ -383,14 +385,19 @@ func (w *closingWriter) Flush() {
 // Hijack passes http.Hijacker through; the drain waits for the hijacked
 // connection until it is closed (or the deadline passes).
 func (w *closingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.s.mu.Lock()
+	w.s.hijacking++ // net/http forgets the connection before we book it
+	w.s.mu.Unlock()
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.s.hijacking--
+	w.s.signalLocked()
 	if err != nil {
 		return nil, nil, err
 	}
 	hc := &hijackedConn{Conn: c, s: w.s}
-	w.s.mu.Lock()
 	w.s.hijacked[hc] = struct{}{}
-	w.s.mu.Unlock()
 	return hc, rw, nil
 }
 

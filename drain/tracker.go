@@ -20,6 +20,9 @@ import (
 // [NewTracker].
 type Tracker struct {
 	draining chan struct{}
+	// accepting counts Accept calls in progress; Drain waits for them, so
+	// a connection accepted as the listener closed is still counted.
+	accepting sync.WaitGroup
 
 	mu        sync.Mutex // protects the fields below
 	conns     map[*trackedConn]struct{}
@@ -72,6 +75,7 @@ func (t *Tracker) Drain(ctx context.Context) error {
 		ln.Close()
 	}
 	t.mu.Unlock()
+	t.accepting.Wait()
 	for {
 		t.mu.Lock()
 		left, changed := len(t.conns), t.changed
@@ -102,6 +106,14 @@ type trackedListener struct {
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
+	l.t.mu.Lock()
+	if l.t.isDrain {
+		l.t.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	l.t.accepting.Add(1)
+	l.t.mu.Unlock()
+	defer l.t.accepting.Done()
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
