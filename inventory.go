@@ -110,52 +110,41 @@ func (u *Upgrader) ListenPacketWith(ctx context.Context, lc *net.ListenConfig, n
 // custom socket) into the inventory under name, so the next generation can
 // claim it with [Upgrader.Listener]. The Upgrader takes ownership of ln:
 // use the returned listener, whose Close releases the entry. molt never
-// removes the socket file of a Unix listener added this way: it belongs
-// to whoever created it. ln must
-// implement syscall.Conn (every *net.TCPListener and *net.UnixListener
-// does). It fails with [ErrNameInUse] if a listener with that name is
-// already in the inventory, inherited ones included.
+// removes the socket file of a Unix listener added this way: it belongs to
+// whoever created it. ln must implement syscall.Conn (every
+// *net.TCPListener and *net.UnixListener does). It fails with
+// [ErrNameInUse] if a listener with that name is already in the inventory,
+// inherited ones included.
 func (u *Upgrader) AddListener(name string, ln net.Listener) (net.Listener, error) {
-	if _, ok := ln.(syscall.Conn); !ok || name == "" {
-		return nil, addError(name, ln)
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err := u.canAddNamedLocked(handoff.KindListener, name); err != nil {
-		return nil, err
-	}
-	e := u.newEntryLocked(handoff.KindListener, namedAddr(ln.Addr()), name)
-	return u.adoptListenerLocked(e, ln)
+	return addNamed(u, handoff.KindListener, name, ln, func() net.Addr { return ln.Addr() }, u.adoptListenerLocked)
 }
 
 // AddPacketConn is [Upgrader.AddListener] for a packet socket.
 func (u *Upgrader) AddPacketConn(name string, pc net.PacketConn) (net.PacketConn, error) {
-	if _, ok := pc.(syscall.Conn); !ok || name == "" {
-		return nil, addError(name, pc)
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err := u.canAddNamedLocked(handoff.KindPacketConn, name); err != nil {
-		return nil, err
-	}
-	e := u.newEntryLocked(handoff.KindPacketConn, namedAddr(pc.LocalAddr()), name)
-	return u.adoptPacketConnLocked(e, pc)
+	return addNamed(u, handoff.KindPacketConn, name, pc, func() net.Addr { return pc.LocalAddr() }, u.adoptPacketConnLocked)
 }
 
 // AddConn puts a connected socket into the inventory under name; the next
 // generation claims it with [Upgrader.Conn] and continues the same
 // connection. The Upgrader takes ownership of c: use the returned conn.
 func (u *Upgrader) AddConn(name string, c net.Conn) (net.Conn, error) {
-	if _, ok := c.(syscall.Conn); !ok || name == "" {
-		return nil, addError(name, c)
+	return addNamed(u, handoff.KindConn, name, c, func() net.Addr { return c.LocalAddr() }, u.adoptConnLocked)
+}
+
+// addNamed is the body of the Add methods for sockets: check, book under
+// name, wrap.
+func addNamed[T any](u *Upgrader, kind handoff.Kind, name string, h T, local func() net.Addr,
+	adopt func(*entry, T) (T, error)) (T, error) {
+	var zero T
+	if _, ok := any(h).(syscall.Conn); !ok || name == "" {
+		return zero, addError(name, h)
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := u.canAddNamedLocked(handoff.KindConn, name); err != nil {
-		return nil, err
+	if err := u.canAddNamedLocked(kind, name); err != nil {
+		return zero, err
 	}
-	e := u.newEntryLocked(handoff.KindConn, namedAddr(c.LocalAddr()), name)
-	return u.adoptConnLocked(e, c)
+	return adopt(u.newEntryLocked(kind, namedAddr(local()), name), h)
 }
 
 // AddFile puts any open file (a pipe, a memfd, a lock file) into the
