@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgo/molt/internal/proctest"
+
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/drain"
 )
@@ -51,20 +53,8 @@ var roles = map[string]func() int{
 }
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(envRole); name != "" {
-		role, ok := roles[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown test role %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(role())
-	}
+	proctest.Dispatch(envRole, roles)
 	os.Exit(m.Run())
-}
-
-// say prints one event line for the test to read.
-func say(format string, args ...any) {
-	fmt.Printf("event "+format+"\n", args...)
 }
 
 func roleLogger() *slog.Logger {
@@ -90,7 +80,7 @@ func roleOptions() molt.Options {
 func mustNew(opts molt.Options) *molt.Upgrader {
 	u, err := molt.New(opts)
 	if err != nil {
-		say("new-error err=%q", err.Error())
+		proctest.Say("new-error err=%q", err.Error())
 		os.Exit(10)
 	}
 	return u
@@ -100,7 +90,7 @@ func mustListen(u *molt.Upgrader) net.Listener {
 	network, addr, _ := strings.Cut(os.Getenv(envAddr), " ")
 	ln, err := u.Listen(network, addr)
 	if err != nil {
-		say("listen-error err=%q", err.Error())
+		proctest.Say("listen-error err=%q", err.Error())
 		os.Exit(11)
 	}
 	return ln
@@ -130,16 +120,16 @@ func roleServe() int {
 	srv := drain.NewHTTPServer(&http.Server{Handler: mux})
 	go srv.Serve(ln)
 	if err := u.Ready(); err != nil {
-		say("ready-error err=%q", err.Error())
+		proctest.Say("ready-error err=%q", err.Error())
 		return 12
 	}
-	say("ready pid=%d gen=%d addr=%s", os.Getpid(), u.Generation(), ln.Addr())
+	proctest.Say("ready pid=%d gen=%d addr=%s", os.Getpid(), u.Generation(), ln.Addr())
 	<-u.Exit()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	srv.Drain(ctx)
 	u.Stop()
-	say("exit pid=%d reason=%s", os.Getpid(), u.Reason())
+	proctest.Say("exit pid=%d reason=%s", os.Getpid(), u.Reason())
 	return 0
 }
 
@@ -160,10 +150,10 @@ func roleHang() int {
 	mustNew(roleOptions())
 	gc := exec.Command("sleep", "3600")
 	if err := gc.Start(); err != nil {
-		say("hang-error err=%q", err.Error())
+		proctest.Say("hang-error err=%q", err.Error())
 		return 13
 	}
-	say("grandchild pid=%d", gc.Process.Pid)
+	proctest.Say("grandchild pid=%d", gc.Process.Pid)
 	select {}
 }
 
@@ -175,7 +165,7 @@ func roleStopBeforeReady() int {
 	path := ln.Addr().String()
 	u.Stop()
 	_, err := os.Stat(path)
-	say("stopped file-exists=%t", err == nil)
+	proctest.Say("stopped file-exists=%t", err == nil)
 	return 0
 }
 
@@ -183,7 +173,7 @@ func roleExitAfterReady() int {
 	u := mustNew(roleOptions())
 	mustListen(u)
 	if err := u.Ready(); err != nil {
-		say("ready-error err=%q", err.Error())
+		proctest.Say("ready-error err=%q", err.Error())
 		return 12
 	}
 	return 0
@@ -194,13 +184,13 @@ func roleExitAfterReady() int {
 func roleWaitRelease() int {
 	u := mustNew(roleOptions())
 	mustListen(u)
-	say("initialising pid=%d", os.Getpid())
+	proctest.Say("initialising pid=%d", os.Getpid())
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	if err := u.Ready(); err != nil {
-		say("ready-error err=%q", err.Error())
+		proctest.Say("ready-error err=%q", err.Error())
 		return 12
 	}
-	say("ready pid=%d", os.Getpid())
+	proctest.Say("ready pid=%d", os.Getpid())
 	<-u.Exit()
 	u.Stop()
 	return 0
@@ -220,13 +210,13 @@ func roleOrphan() int {
 		fmt.Fprintf(w, "%d %d", os.Getpid(), u.Generation())
 	})}
 	go srv.Serve(ln)
-	say("initialising pid=%d parent=%d", os.Getpid(), u.ParentPID())
+	proctest.Say("initialising pid=%d parent=%d", os.Getpid(), u.ParentPID())
 	if err := u.WaitForParent(context.Background()); err != nil {
-		say("wait-error err=%q", err.Error())
+		proctest.Say("wait-error err=%q", err.Error())
 		return 14
 	}
 	err := u.Ready()
-	say("ready pid=%d err=%v", os.Getpid(), err)
+	proctest.Say("ready pid=%d err=%v", os.Getpid(), err)
 	<-u.Exit()
 	srv.Close()
 	return 0
@@ -246,10 +236,10 @@ func roleBadPeer() int {
 func roleNewOnly() int {
 	u, err := molt.New(molt.Options{ReadyTimeout: 30 * time.Second})
 	if err != nil {
-		say("new err=%q", err.Error())
+		proctest.Say("new err=%q", err.Error())
 		return 1
 	}
-	say("new gen=%d", u.Generation())
+	proctest.Say("new gen=%d", u.Generation())
 	u.Stop()
 	return 0
 }
@@ -264,7 +254,7 @@ func roleSpawnClean() int {
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
 	err := cmd.Run()
-	say("spawned err=%v", err)
+	proctest.Say("spawned err=%v", err)
 	u.Stop()
 	return 0
 }
@@ -289,50 +279,8 @@ func roleCheckClean() int {
 		gen = u.Generation()
 		u.Stop()
 	}
-	say("clean marker=%t sockets=%d gen=%d err=%v", marker, len(sockets), gen, err)
+	proctest.Say("clean marker=%t sockets=%d gen=%d err=%v", marker, len(sockets), gen, err)
 	return 0
-}
-
-// events reads the event lines of role processes.
-type events struct {
-	lines chan string
-	done  chan struct{}
-}
-
-// newEvents reads event lines from r until it ends.
-func newEvents(r io.Reader) *events {
-	ev := &events{lines: make(chan string, 256), done: make(chan struct{})}
-	go func() {
-		defer close(ev.done)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "event "); ok {
-				ev.lines <- line
-			}
-		}
-	}()
-	return ev
-}
-
-// wait returns the fields of the next event whose name is name, skipping
-// others, and fails the test after a generous deadline.
-func (ev *events) wait(t *testing.T, name string) map[string]string {
-	t.Helper()
-	deadline := time.NewTimer(2 * time.Minute)
-	defer deadline.Stop()
-	for {
-		select {
-		case line := <-ev.lines:
-			ev, fields := parseEvent(line)
-			if ev != name {
-				t.Logf("event (skipped): %s", line)
-				continue
-			}
-			return fields
-		case <-deadline.C:
-			t.Fatalf("no %q event within 2 minutes", name)
-		}
-	}
 }
 
 // roleCommand returns an Options.Command hook that makes the successor
@@ -350,14 +298,14 @@ func roleCommand(role, addr string, stdout, stdin *os.File, env ...string) func(
 }
 
 // pipe returns an events reader and the write end for role processes.
-func pipe(t *testing.T) (*events, *os.File) {
+func pipe(t *testing.T) (*proctest.Events, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close(); r.Close() })
-	return newEvents(r), w
+	return proctest.NewEvents(r), w
 }
 
 // httpGet fetches url on a new connection and returns the body.
@@ -448,7 +396,7 @@ func roleInventory() int {
 	state, err6 := u.File("state")
 	conn, err7 := u.Conn("conn")
 	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
-		say("inventory-error err=%q", err.Error())
+		proctest.Say("inventory-error err=%q", err.Error())
 		return 15
 	}
 	buf := make([]byte, 64)
@@ -456,10 +404,10 @@ func roleInventory() int {
 	conn.Write([]byte("continued"))
 	conn.Close()
 	if err := u.Ready(); err != nil {
-		say("ready-error err=%q", err.Error())
+		proctest.Say("ready-error err=%q", err.Error())
 		return 12
 	}
-	say("inventory gen=%d tcp=%s unix=%s udp=%s gram=%s admin=%s state=%s", u.Generation(),
+	proctest.Say("inventory gen=%d tcp=%s unix=%s udp=%s gram=%s admin=%s state=%s", u.Generation(),
 		tcp.Addr(), unixLn.Addr(), udp.LocalAddr(), gram.LocalAddr(), admin.Addr(), buf[:n])
 	u.WaitForParent(context.Background())
 	for _, ln := range []net.Listener{tcp, unixLn, admin} { // one connection each: they really serve
@@ -469,24 +417,6 @@ func roleInventory() int {
 		}
 	}
 	u.Stop()
-	say("stopped pid=%d", os.Getpid())
+	proctest.Say("stopped pid=%d", os.Getpid())
 	return 0
-}
-
-// parseEvent splits "name k=v k2=\"quoted value\"" into the name and fields.
-func parseEvent(line string) (string, map[string]string) {
-	name, rest, _ := strings.Cut(line, " ")
-	m := map[string]string{}
-	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
-		k, v, _ := strings.Cut(rest, "=")
-		rest = ""
-		if q, err := strconv.QuotedPrefix(v); err == nil {
-			rest = v[len(q):]
-			v, _ = strconv.Unquote(q)
-		} else if i := strings.IndexByte(v, ' '); i >= 0 {
-			v, rest = v[:i], v[i:]
-		}
-		m[k] = v
-	}
-	return name, m
 }

@@ -20,9 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgo/molt/internal/proctest"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/internal/handoff"
-	"golang.org/x/sys/unix"
 )
 
 // countFDs returns the number of open descriptors of this process.
@@ -117,10 +120,10 @@ func TestUpgradeFailures(t *testing.T) {
 		role    string
 		network string
 		timeout time.Duration
-		check   func(t *testing.T, err error, ev *events)
+		check   func(t *testing.T, err error, ev *proctest.Events)
 	}{{
 		name: "exits non-zero in init", role: "exit-init", network: "tcp",
-		check: func(t *testing.T, err error, _ *events) {
+		check: func(t *testing.T, err error, _ *proctest.Events) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 				t.Errorf("Upgrade = %v, want an *exec.ExitError with code 3", err)
@@ -128,7 +131,7 @@ func TestUpgradeFailures(t *testing.T) {
 		},
 	}, {
 		name: "killed by a signal", role: "signal-init", network: "tcp",
-		check: func(t *testing.T, err error, _ *events) {
+		check: func(t *testing.T, err error, _ *proctest.Events) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || !strings.Contains(err.Error(), "signal: killed") {
 				t.Errorf("Upgrade = %v, want an *exec.ExitError for SIGKILL", err)
@@ -136,11 +139,11 @@ func TestUpgradeFailures(t *testing.T) {
 		},
 	}, {
 		name: "hangs past the timeout", role: "hang", network: "tcp", timeout: 2 * time.Second,
-		check: func(t *testing.T, err error, ev *events) {
+		check: func(t *testing.T, err error, ev *proctest.Events) {
 			if !errors.Is(err, molt.ErrReadyTimeout) {
 				t.Errorf("Upgrade = %v, want ErrReadyTimeout", err)
 			}
-			gc, _ := strconv.Atoi(ev.wait(t, "grandchild")["pid"])
+			gc, _ := strconv.Atoi(ev.Wait(t, "grandchild")["pid"])
 			if !processGone(gc) {
 				// killed with the group; reaped by whoever adopted it
 				waitGone(t, gc)
@@ -148,18 +151,18 @@ func TestUpgradeFailures(t *testing.T) {
 		},
 	}, {
 		name: "calls Stop before Ready", role: "stop-before-ready", network: "unix",
-		check: func(t *testing.T, err error, ev *events) {
+		check: func(t *testing.T, err error, ev *proctest.Events) {
 			var re *molt.ReportedError
 			if !errors.As(err, &re) || !strings.Contains(re.Reason, "Stop before Ready") {
 				t.Errorf("Upgrade = %v, want a ReportedError about Stop before Ready", err)
 			}
-			if got := ev.wait(t, "stopped")["file-exists"]; got != "true" {
+			if got := ev.Wait(t, "stopped")["file-exists"]; got != "true" {
 				t.Errorf("socket file exists after the successor's Stop = %s, want true", got)
 			}
 		},
 	}, {
 		name: "speaks another protocol version", role: "bad-peer", network: "tcp",
-		check: func(t *testing.T, err error, _ *events) {
+		check: func(t *testing.T, err error, _ *proctest.Events) {
 			if err == nil || !strings.Contains(err.Error(), "version 9") {
 				t.Errorf("Upgrade = %v, want an error naming protocol version 9", err)
 			}
@@ -281,7 +284,7 @@ func TestConcurrentUpgrades(t *testing.T) {
 		go func() { <-start; results <- u.Upgrade(context.Background()) }()
 	}
 	close(start)
-	pid, _ := strconv.Atoi(ev.wait(t, "initialising")["pid"])
+	pid, _ := strconv.Atoi(ev.Wait(t, "initialising")["pid"])
 	for range n - 1 {
 		if err := <-results; !errors.Is(err, molt.ErrUpgradeInProgress) {
 			t.Errorf("concurrent Upgrade = %v, want ErrUpgradeInProgress", err)
@@ -294,7 +297,7 @@ func TestConcurrentUpgrades(t *testing.T) {
 	if err := <-results; err != nil {
 		t.Fatalf("the one Upgrade that ran = %v, want nil", err)
 	}
-	if got, _ := strconv.Atoi(ev.wait(t, "ready")["pid"]); got != pid {
+	if got, _ := strconv.Atoi(ev.Wait(t, "ready")["pid"]); got != pid {
 		t.Errorf("ready successor pid = %d, want the one started (%d)", got, pid)
 	}
 	u.Stop()
@@ -307,12 +310,12 @@ func TestConcurrentUpgrades(t *testing.T) {
 func TestParentKilledDuringInit(t *testing.T) {
 	ev, w := pipe(t)
 	gen1 := startRole(t, "serve", "orphan", w)
-	ready := ev.wait(t, "ready")
+	ready := ev.Wait(t, "ready")
 	base := "http://" + ready["addr"] + "/"
 
 	upgrade := make(chan error, 1)
 	go func() { _, err := httpPost(base + "upgrade"); upgrade <- err }()
-	init := ev.wait(t, "initialising")
+	init := ev.Wait(t, "initialising")
 	if init["parent"] != strconv.Itoa(gen1.Process.Pid) {
 		t.Errorf("successor's ParentPID = %s, want %d", init["parent"], gen1.Process.Pid)
 	}
@@ -320,7 +323,7 @@ func TestParentKilledDuringInit(t *testing.T) {
 	gen1.Wait()
 	<-upgrade // the upgrade request died with its process
 
-	r := ev.wait(t, "ready")
+	r := ev.Wait(t, "ready")
 	if r["err"] != "<nil>" {
 		t.Errorf("orphaned successor's Ready = %s, want nil", r["err"])
 	}
@@ -344,7 +347,7 @@ func TestParentKilledDuringInit(t *testing.T) {
 func TestChainedUpgrades(t *testing.T) {
 	ev, w := pipe(t)
 	gen1 := startRole(t, "serve", "serve", w)
-	ready := ev.wait(t, "ready")
+	ready := ev.Wait(t, "ready")
 	base := "http://" + ready["addr"] + "/"
 	pids := []string{ready["pid"]}
 
@@ -353,7 +356,7 @@ func TestChainedUpgrades(t *testing.T) {
 		if out, err := httpPost(base + "upgrade"); err != nil {
 			t.Fatalf("upgrade to generation %d: %v (%s)", gen, err, out)
 		}
-		r := ev.wait(t, "ready")
+		r := ev.Wait(t, "ready")
 		if r["gen"] != strconv.Itoa(gen) || r["addr"] != ready["addr"] {
 			t.Errorf("generation %s on %s, want %d on %s", r["gen"], r["addr"], gen, ready["addr"])
 		}
@@ -390,12 +393,12 @@ func TestSuccessorStartsClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	go u.Upgrade(context.Background())
-	c := ev.wait(t, "clean")
+	c := ev.Wait(t, "clean")
 	if c["marker"] != "false" || c["sockets"] != "0" || c["gen"] != "1" || c["err"] != "<nil>" {
 		t.Errorf("grandchild saw marker=%s sockets=%s gen=%s err=%s, want false 0 1 <nil>",
 			c["marker"], c["sockets"], c["gen"], c["err"])
 	}
-	if s := ev.wait(t, "spawned"); s["err"] != "<nil>" {
+	if s := ev.Wait(t, "spawned"); s["err"] != "<nil>" {
 		t.Errorf("grandchild run: %s", s["err"])
 	}
 }
@@ -489,7 +492,7 @@ func TestInheritEveryKind(t *testing.T) {
 	if err := u.Upgrade(context.Background()); err != nil {
 		t.Fatalf("Upgrade = %v", err)
 	}
-	got := ev.wait(t, "inventory")
+	got := ev.Wait(t, "inventory")
 	want := map[string]string{
 		"gen": "2", "tcp": tcp.Addr().String(), "unix": unixPath, "udp": udp.LocalAddr().String(),
 		"gram": gramPath, "admin": admin.Addr().String(), "state": "hello",
@@ -533,7 +536,7 @@ func TestInheritEveryKind(t *testing.T) {
 		c.Close()
 	}
 	// The successor saw its parent go, stopped for good, and removed its files.
-	ev.wait(t, "stopped")
+	ev.Wait(t, "stopped")
 	for _, p := range []string{unixPath, gramPath, pidFile} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s after the successor stopped: %v, want it removed", p, err)
@@ -579,7 +582,7 @@ func TestNewRejectsBadParent(t *testing.T) {
 			if _, err := nc.Write(tc.frame); err != nil {
 				t.Fatal(err)
 			}
-			got := ev.wait(t, "new")["err"]
+			got := ev.Wait(t, "new")["err"]
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("successor's New error = %q, want it to mention %q", got, tc.want)
 			}
@@ -612,7 +615,7 @@ func TestUpgradeInterrupted(t *testing.T) {
 			defer cancel()
 			result := make(chan error, 1)
 			go func() { result <- u.Upgrade(ctx) }()
-			gc, _ := strconv.Atoi(ev.wait(t, "grandchild")["pid"])
+			gc, _ := strconv.Atoi(ev.Wait(t, "grandchild")["pid"])
 			want := context.Canceled
 			if how == "context" {
 				cancel()

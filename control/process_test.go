@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgo/molt/internal/proctest"
+
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/control"
 )
@@ -27,7 +29,7 @@ import (
 // upgraderWithSuccessors is an Upgrader of this process whose successors
 // play role with the control socket sock, reporting events on the
 // returned reader.
-func upgraderWithSuccessors(t *testing.T, role, sock string) (*molt.Upgrader, *events) {
+func upgraderWithSuccessors(t *testing.T, role, sock string) (*molt.Upgrader, *proctest.Events) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -37,10 +39,10 @@ func upgraderWithSuccessors(t *testing.T, role, sock string) (*molt.Upgrader, *e
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := newEvents(r)
+	ev := proctest.NewEvents(r)
 	t.Cleanup(func() {
 		w.Close()
-		ev.killAll()
+		ev.KillAll()
 		r.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logs.Name())
@@ -62,7 +64,7 @@ func upgraderWithSuccessors(t *testing.T, role, sock string) (*molt.Upgrader, *e
 // TestUpgradeByRequest upgrades this process to a successor through the
 // control socket, then asks the successor for its status and stops it.
 func TestUpgradeByRequest(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	u, ev := upgraderWithSuccessors(t, "service", sock)
 	s := listen(t, u, sock, control.Options{})
 	if err := u.Ready(); err != nil {
@@ -81,7 +83,7 @@ func TestUpgradeByRequest(t *testing.T) {
 	if !res.OK || res.PID != os.Getpid() || res.Generation != 1 || res.Successor() != 2 || res.SuccessorPID <= 0 || res.Duration <= 0 {
 		t.Errorf("Upgrade = %+v, want ok from pid %d to a successor as generation 2", res, os.Getpid())
 	}
-	ready := ev.wait(t, "ready")
+	ready := ev.Wait(t, "ready")
 	if ready["pid"] != strconv.Itoa(res.SuccessorPID) || ready["gen"] != "2" {
 		t.Errorf("successor ready as %v, want pid %d gen 2", ready, res.SuccessorPID)
 	}
@@ -112,7 +114,7 @@ func TestUpgradeByRequest(t *testing.T) {
 	if err := c.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if got := ev.wait(t, "exiting"); got["pid"] != strconv.Itoa(res.SuccessorPID) || got["reason"] != "stopped" {
+	if got := ev.Wait(t, "exiting"); got["pid"] != strconv.Itoa(res.SuccessorPID) || got["reason"] != "stopped" {
 		t.Errorf("exiting = %v, want the successor, stopped", got)
 	}
 	waitFor(t, "successor exited", func() bool { return processGone(res.SuccessorPID) })
@@ -126,7 +128,7 @@ func TestUpgradeByRequest(t *testing.T) {
 // and checks that the reply carries the reason and that the service
 // serves on, failure after failure.
 func TestUpgradeFailureByRequest(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	u, _ := upgraderWithSuccessors(t, "fail-init", sock)
 	listen(t, u, sock, control.Options{})
 	if err := u.Ready(); err != nil {
@@ -157,18 +159,18 @@ func TestUpgradeFailureByRequest(t *testing.T) {
 // TestSignals drives a service process with SIGHUP (an upgrade) and
 // SIGTERM (a graceful stop).
 func TestSignals(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, "service", sock)
-	first := svc.ev.wait(t, "ready")
+	first := svc.ev.Wait(t, "ready")
 	pid1, _ := strconv.Atoi(first["pid"])
 
 	syscall.Kill(pid1, syscall.SIGHUP)
-	second := svc.ev.wait(t, "ready")
+	second := svc.ev.Wait(t, "ready")
 	pid2, _ := strconv.Atoi(second["pid"])
 	if second["gen"] != "2" {
 		t.Fatalf("after SIGHUP: ready %v, want generation 2", second)
 	}
-	if got := svc.ev.wait(t, "exiting"); got["pid"] != first["pid"] || got["reason"] != "upgraded" {
+	if got := svc.ev.Wait(t, "exiting"); got["pid"] != first["pid"] || got["reason"] != "upgraded" {
 		t.Errorf("exiting = %v, want generation 1, upgraded", got)
 	}
 	if code := svc.wait(t); code != 0 {
@@ -180,7 +182,7 @@ func TestSignals(t *testing.T) {
 	}
 
 	syscall.Kill(pid2, syscall.SIGTERM)
-	if got := svc.ev.wait(t, "exiting"); got["pid"] != second["pid"] || got["reason"] != "stopped" {
+	if got := svc.ev.Wait(t, "exiting"); got["pid"] != second["pid"] || got["reason"] != "stopped" {
 		t.Errorf("exiting = %v, want generation 2, stopped", got)
 	}
 	waitFor(t, "generation 2 exited", func() bool { return processGone(pid2) })
@@ -194,15 +196,15 @@ func TestSignals(t *testing.T) {
 // TestSecondStopSignalForces: the first SIGTERM starts a drain that does
 // not finish; the second forces the exit (SignalOptions.Force).
 func TestSecondStopSignalForces(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, "service", sock, envHold+"=1")
-	pid, _ := strconv.Atoi(svc.ev.wait(t, "ready")["pid"])
+	pid, _ := strconv.Atoi(svc.ev.Wait(t, "ready")["pid"])
 	syscall.Kill(pid, syscall.SIGTERM)
-	if got := svc.ev.wait(t, "exiting"); got["reason"] != "stopped" {
+	if got := svc.ev.Wait(t, "exiting"); got["reason"] != "stopped" {
 		t.Fatalf("exiting = %v, want stopped", got)
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	svc.ev.wait(t, "force")
+	svc.ev.Wait(t, "force")
 	if code := svc.wait(t); code != 7 {
 		t.Errorf("exit code after the second SIGTERM = %d, want 7 (Force)", code)
 	}
@@ -248,9 +250,9 @@ func TestHandleSignalsOptions(t *testing.T) {
 // TestMalformedFlood sends 1,000 malformed requests to a service process
 // and checks that it still serves, with as many descriptors as before.
 func TestMalformedFlood(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, "service", sock)
-	pid, _ := strconv.Atoi(svc.ev.wait(t, "ready")["pid"])
+	pid, _ := strconv.Atoi(svc.ev.Wait(t, "ready")["pid"])
 	before := countFDs(t, pid)
 	c, ctx := client(t, sock)
 	if _, err := c.Status(ctx); err != nil {

@@ -3,7 +3,6 @@
 package control_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,9 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moltgo/molt/internal/proctest"
 
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/control"
@@ -38,19 +38,8 @@ var roles = map[string]func() int{
 }
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(envRole); name != "" {
-		role, ok := roles[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown test role %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(role())
-	}
+	proctest.Dispatch(envRole, roles)
 	os.Exit(m.Run())
-}
-
-func say(format string, args ...any) {
-	fmt.Printf("event "+format+"\n", args...)
 }
 
 // successorCommand makes a successor play envNext (or "service").
@@ -69,13 +58,13 @@ func roleService() int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: 60 * time.Second, Command: successorCommand})
 	if err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 10
 	}
 	defer upg.Stop()
 	stopSignals := control.HandleSignals(upg, control.SignalOptions{
 		Logger: log,
-		Force:  func(os.Signal) { say("force pid=%d", os.Getpid()); os.Exit(7) },
+		Force:  func(os.Signal) { proctest.Say("force pid=%d", os.Getpid()); os.Exit(7) },
 	})
 	defer stopSignals()
 	var opts control.Options
@@ -85,17 +74,17 @@ func roleService() int {
 	opts.Logger = log
 	ctl, err := control.Listen(upg, os.Getenv(envSock), opts)
 	if err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 11
 	}
 	defer ctl.Close()
 	if err := upg.Ready(); err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 12
 	}
-	say("ready pid=%d gen=%d", os.Getpid(), upg.Generation())
+	proctest.Say("ready pid=%d gen=%d", os.Getpid(), upg.Generation())
 	<-upg.Exit()
-	say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
+	proctest.Say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
 	if os.Getenv(envHold) == "1" {
 		io.Copy(io.Discard, os.Stdin) // a drain that does not finish
 	}
@@ -112,96 +101,10 @@ func roleFailInit() int {
 	return 3
 }
 
-// events reads the event lines of role processes.
-type events struct {
-	lines   chan string
-	backlog []string // events read but not asked for yet; the test goroutine's
-	mu      sync.Mutex
-	pids    []int // of every "ready" event: the processes to kill at clean-up
-}
-
-func newEvents(r io.Reader) *events {
-	ev := &events{lines: make(chan string, 256)}
-	go func() { // ends when every writer has closed r
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "event "); ok {
-				if name, f := parseEvent(line); name == "ready" {
-					pid, _ := strconv.Atoi(f["pid"])
-					ev.mu.Lock()
-					ev.pids = append(ev.pids, pid)
-					ev.mu.Unlock()
-				}
-				ev.lines <- line
-			}
-		}
-		close(ev.lines)
-	}()
-	return ev
-}
-
-// killAll kills every process that reported ready.
-func (ev *events) killAll() {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	for _, pid := range ev.pids {
-		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// wait returns the fields of the first event called name not returned
-// yet. Events of other names are kept for later calls: processes of
-// several generations report in no fixed order.
-func (ev *events) wait(t *testing.T, name string) map[string]string {
-	t.Helper()
-	for i, line := range ev.backlog {
-		if n, fields := parseEvent(line); n == name {
-			ev.backlog = append(ev.backlog[:i], ev.backlog[i+1:]...)
-			return fields
-		}
-	}
-	deadline := time.NewTimer(2 * time.Minute)
-	defer deadline.Stop()
-	for {
-		select {
-		case line, ok := <-ev.lines:
-			if !ok {
-				t.Fatalf("no %q event: the role processes are gone (other events: %q)", name, ev.backlog)
-			}
-			if n, fields := parseEvent(line); n == name {
-				return fields
-			}
-			ev.backlog = append(ev.backlog, line)
-		case <-deadline.C:
-			t.Fatalf("no %q event within 2 minutes (other events: %q)", name, ev.backlog)
-		}
-	}
-}
-
-// parseEvent splits `name k=v k2="quoted"` into the name and the fields.
-func parseEvent(line string) (string, map[string]string) {
-	name, rest, _ := strings.Cut(line, " ")
-	m := map[string]string{}
-	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
-		k, v, _ := strings.Cut(rest, "=")
-		rest = ""
-		if q, err := strconv.QuotedPrefix(v); err == nil {
-			rest = v[len(q):]
-			v, _ = strconv.Unquote(q)
-		} else if i := strings.IndexByte(v, ' '); i >= 0 {
-			v, rest = v[:i], v[i:]
-		}
-		m[k] = v
-	}
-	return name, m
-}
-
 // service is a role process started by a test, with its successors.
 type service struct {
 	cmd    *exec.Cmd
-	ev     *events
+	ev     *proctest.Events
 	stderr *syncBuffer   // what every generation wrote to standard error
 	stdin  *os.File      // the write end of the first generation's standard input
 	exited chan struct{} // closed when the first generation has exited
@@ -228,7 +131,7 @@ func startService(t *testing.T, role, sock string, env ...string) *service {
 	cmd.Env = append(os.Environ(), envRole+"="+role, envSock+"="+sock)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	s := &service{cmd: cmd, ev: newEvents(outR), stderr: &syncBuffer{}, stdin: inW, exited: make(chan struct{})}
+	s := &service{cmd: cmd, ev: proctest.NewEvents(outR), stderr: &syncBuffer{}, stdin: inW, exited: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() { io.Copy(s.stderr, errR); close(copied) }() // ends when every generation is gone
 	err = cmd.Start()
@@ -242,7 +145,7 @@ func startService(t *testing.T, role, sock string, env ...string) *service {
 	t.Cleanup(func() {
 		inW.Close()
 		cmd.Process.Kill()
-		s.ev.killAll()
+		s.ev.KillAll()
 		<-s.exited
 		select {
 		case <-copied:

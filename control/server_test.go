@@ -18,21 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgo/molt/internal/proctest"
+
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/control"
 )
-
-// shortDir returns a new directory with a short path: a Unix socket path
-// must fit in about 100 bytes.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "mc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
 
 func newUpgrader(t *testing.T, opts molt.Options) *molt.Upgrader {
 	t.Helper()
@@ -59,7 +49,7 @@ func listen(t *testing.T, u *molt.Upgrader, path string, opts control.Options) *
 func readyServer(t *testing.T, opts control.Options) (*molt.Upgrader, *control.Server, string) {
 	t.Helper()
 	u := newUpgrader(t, molt.Options{})
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	s := listen(t, u, sock, opts)
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
@@ -196,7 +186,7 @@ func TestStatus(t *testing.T) {
 
 func TestNoAnswerBeforeReady(t *testing.T) {
 	u := newUpgrader(t, molt.Options{})
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	listen(t, u, sock, control.Options{})
 
 	c := &control.Client{Path: sock}
@@ -292,7 +282,7 @@ func TestBusy(t *testing.T) {
 
 func TestModeAndGroup(t *testing.T) {
 	u := newUpgrader(t, molt.Options{})
-	dir := shortDir(t)
+	dir := proctest.ShortDir(t)
 	sock := filepath.Join(dir, "c.sock")
 	gid := os.Getegid()
 	listen(t, u, sock, control.Options{Mode: 0o660, Group: strconv.Itoa(gid)})
@@ -322,7 +312,7 @@ func TestModeAndGroup(t *testing.T) {
 }
 
 func TestStaleSocketReplaced(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +332,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 }
 
 func TestLiveSocketKept(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	other, err := net.Listen("unix", sock) // another live process serves the path
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +407,7 @@ func TestCloseLeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	s, err := control.Listen(u, sock, control.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -16,20 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgo/molt/internal/proctest"
+
 	"github.com/moltgo/molt/control"
 )
-
-// shortDir returns a new directory with a short path (Unix socket paths
-// are limited to about 100 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "mcli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
 
 func decodeReply(t *testing.T, r result) control.Reply {
 	t.Helper()
@@ -67,7 +57,7 @@ var upgradedLine = regexp.MustCompile(`^upgraded: pid (\d+) serves as generation
 // the new PIDs against the services' own reports, asks for the status and
 // stops the service.
 func TestCLIUpgrade(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, sock)
 
 	r := moltCLI(t, "-s", sock, "upgrade")
@@ -75,7 +65,7 @@ func TestCLIUpgrade(t *testing.T) {
 	if r.code != exitOK || m == nil || r.stderr != "" {
 		t.Fatalf("molt upgrade: exit %d, stdout %q, stderr %q; want 0 and the new PID", r.code, r.stdout, r.stderr)
 	}
-	ready := svc.ev.wait(t, "ready")
+	ready := svc.ev.Wait(t, "ready")
 	if m[1] != ready["pid"] || m[2] != "2" || ready["gen"] != "2" || m[3] != strconv.Itoa(svc.pid) {
 		t.Errorf("molt upgrade said pid %s generation %s (from %s); the successor reported %v (from %d)", m[1], m[2], m[3], ready, svc.pid)
 	}
@@ -83,7 +73,7 @@ func TestCLIUpgrade(t *testing.T) {
 
 	r = moltCLI(t, "upgrade", "--json", "--socket", sock)
 	rep := decodeReply(t, r)
-	ready = svc.ev.wait(t, "ready")
+	ready = svc.ev.Wait(t, "ready")
 	if r.code != exitOK || !rep.OK || rep.Code != control.CodeOK || rep.Upgrade == nil ||
 		strconv.Itoa(rep.Upgrade.SuccessorPID) != ready["pid"] || rep.Upgrade.Successor() != 3 || rep.PID != pid2 {
 		t.Errorf("molt upgrade --json: exit %d, %+v; want ok, successor %v", r.code, rep, ready)
@@ -124,7 +114,7 @@ func TestCLIUpgrade(t *testing.T) {
 	}
 	exits := map[string]string{} // pid → reason
 	for range 3 {
-		got := svc.ev.wait(t, "exiting")
+		got := svc.ev.Wait(t, "exiting")
 		exits[got["pid"]] = got["reason"]
 	}
 	if want := map[string]string{strconv.Itoa(svc.pid): "upgraded", strconv.Itoa(pid2): "upgraded", ready["pid"]: "stopped"}; !maps.Equal(exits, want) {
@@ -145,7 +135,7 @@ func TestCLIUpgrade(t *testing.T) {
 // TestCLIUpgradeFails: a successor that exits during its start makes molt
 // upgrade exit non-zero with the reason, and the service goes on.
 func TestCLIUpgradeFails(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "c.sock")
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, sock, envNext+"=fail-init")
 
 	r := moltCLI(t, "-s", sock, "upgrade")
@@ -175,7 +165,7 @@ func TestCLIUpgradeFails(t *testing.T) {
 // TestCLIConcurrentUpgrades starts 20 molt upgrade at once: exactly one
 // upgrade runs, the other 19 are told it is in progress.
 func TestCLIConcurrentUpgrades(t *testing.T) {
-	dir := shortDir(t)
+	dir := proctest.ShortDir(t)
 	sock := filepath.Join(dir, "c.sock")
 	release := filepath.Join(dir, "release")
 	svc := startService(t, sock, envNext+"=held", envRelease+"="+release)
@@ -194,7 +184,7 @@ func TestCLIConcurrentUpgrades(t *testing.T) {
 	}
 	// The successor waits for the release file: until then the upgrade
 	// cannot end, so every other request meets it running.
-	held := svc.ev.wait(t, "held")
+	held := svc.ev.Wait(t, "held")
 	var inProgress int
 	for i := range n - 1 {
 		var r result
@@ -215,7 +205,7 @@ func TestCLIConcurrentUpgrades(t *testing.T) {
 	}
 	r := <-results
 	rep := decodeReply(t, r)
-	ready := svc.ev.wait(t, "ready")
+	ready := svc.ev.Wait(t, "ready")
 	if r.code != exitOK || rep.Upgrade == nil || strconv.Itoa(rep.Upgrade.SuccessorPID) != held["pid"] || ready["pid"] != held["pid"] {
 		t.Errorf("the one molt upgrade that ran: exit %d, %s; want ok with the held successor %v", r.code, r.stdout, held)
 	}

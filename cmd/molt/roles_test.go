@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,11 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moltgo/molt/internal/proctest"
 
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/control"
@@ -44,19 +42,8 @@ var roles = map[string]func() int{
 }
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(envRole); name != "" {
-		role, ok := roles[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown test role %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(role())
-	}
+	proctest.Dispatch(envRole, roles)
 	os.Exit(m.Run())
-}
-
-func say(format string, args ...any) {
-	fmt.Printf("event "+format+"\n", args...)
 }
 
 // roleService is an HTTP service under molt with a control socket. Held,
@@ -76,7 +63,7 @@ func roleService(held bool) int {
 		},
 	})
 	if err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 10
 	}
 	defer upg.Stop()
@@ -87,41 +74,41 @@ func roleService(held bool) int {
 	}
 	ctl, err := control.Listen(upg, os.Getenv(envSock), opts)
 	if err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 11
 	}
 	defer ctl.Close()
 	ln, err := upg.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 11
 	}
 	srv := drain.NewHTTPServer(&http.Server{Handler: http.NotFoundHandler()})
 	go srv.Serve(ln)
 
 	if held {
-		say("held pid=%d", os.Getpid())
+		proctest.Say("held pid=%d", os.Getpid())
 		for i := 0; ; i++ {
 			if _, err := os.Stat(os.Getenv(envRelease)); err == nil {
 				break
 			}
 			if i == 12000 {
-				say("error err=%q", "never released")
+				proctest.Say("error err=%q", "never released")
 				return 13
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	if err := upg.Ready(); err != nil {
-		say("error err=%q", err.Error())
+		proctest.Say("error err=%q", err.Error())
 		return 12
 	}
-	say("ready pid=%d gen=%d", os.Getpid(), upg.Generation())
+	proctest.Say("ready pid=%d gen=%d", os.Getpid(), upg.Generation())
 	<-upg.Exit()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv.Drain(ctx)
-	say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
+	proctest.Say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
 	return 0
 }
 
@@ -133,95 +120,9 @@ func roleFailInit() int {
 	return 3
 }
 
-// events reads the event lines of service processes.
-type events struct {
-	lines   chan string
-	backlog []string // read but not asked for yet; the test goroutine's
-	mu      sync.Mutex
-	pids    []int // every process that reported: killed at clean-up
-}
-
-func newEvents(r io.Reader) *events {
-	ev := &events{lines: make(chan string, 256)}
-	go func() { // ends when every writer has closed r
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			line, ok := strings.CutPrefix(sc.Text(), "event ")
-			if !ok {
-				continue
-			}
-			if _, f := parseEvent(line); f["pid"] != "" {
-				pid, _ := strconv.Atoi(f["pid"])
-				ev.mu.Lock()
-				ev.pids = append(ev.pids, pid)
-				ev.mu.Unlock()
-			}
-			ev.lines <- line
-		}
-		close(ev.lines)
-	}()
-	return ev
-}
-
-// wait returns the fields of the first event called name not returned
-// yet; events of other names are kept for later calls.
-func (ev *events) wait(t *testing.T, name string) map[string]string {
-	t.Helper()
-	for i, line := range ev.backlog {
-		if n, fields := parseEvent(line); n == name {
-			ev.backlog = append(ev.backlog[:i], ev.backlog[i+1:]...)
-			return fields
-		}
-	}
-	deadline := time.NewTimer(2 * time.Minute)
-	defer deadline.Stop()
-	for {
-		select {
-		case line, ok := <-ev.lines:
-			if !ok {
-				t.Fatalf("no %q event: the services are gone (other events: %q)", name, ev.backlog)
-			}
-			if n, fields := parseEvent(line); n == name {
-				return fields
-			}
-			ev.backlog = append(ev.backlog, line)
-		case <-deadline.C:
-			t.Fatalf("no %q event within 2 minutes (other events: %q)", name, ev.backlog)
-		}
-	}
-}
-
-func (ev *events) killAll() {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	for _, pid := range ev.pids {
-		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// parseEvent splits `name k=v k2="quoted"` into the name and the fields.
-func parseEvent(line string) (string, map[string]string) {
-	name, rest, _ := strings.Cut(line, " ")
-	m := map[string]string{}
-	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
-		k, v, _ := strings.Cut(rest, "=")
-		rest = ""
-		if q, err := strconv.QuotedPrefix(v); err == nil {
-			rest = v[len(q):]
-			v, _ = strconv.Unquote(q)
-		} else if i := strings.IndexByte(v, ' '); i >= 0 {
-			v, rest = v[:i], v[i:]
-		}
-		m[k] = v
-	}
-	return name, m
-}
-
 // service is a service started by a test, with its successors.
 type service struct {
-	ev     *events
+	ev     *proctest.Events
 	logs   *syncBuffer // standard error of every generation
 	pid    int         // generation 1
 	exited chan struct{}
@@ -243,7 +144,7 @@ func startService(t *testing.T, sock string, env ...string) *service {
 	cmd.Env = append(os.Environ(), envRole+"=service", envSock+"="+sock)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = outW, errW
-	s := &service{ev: newEvents(outR), logs: &syncBuffer{}, exited: make(chan struct{})}
+	s := &service{ev: proctest.NewEvents(outR), logs: &syncBuffer{}, exited: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() { io.Copy(s.logs, errR); close(copied) }() // ends when every generation is gone
 	err = cmd.Start()
@@ -256,7 +157,7 @@ func startService(t *testing.T, sock string, env ...string) *service {
 	go func() { cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		s.ev.killAll()
+		s.ev.KillAll()
 		<-s.exited
 		select {
 		case <-copied:
@@ -269,7 +170,7 @@ func startService(t *testing.T, sock string, env ...string) *service {
 			t.Logf("service logs:\n%s", s.logs.String())
 		}
 	})
-	ready := s.ev.wait(t, "ready")
+	ready := s.ev.Wait(t, "ready")
 	if ready["pid"] != strconv.Itoa(s.pid) || ready["gen"] != "1" {
 		t.Fatalf("first ready event %v, want pid %d generation 1", ready, s.pid)
 	}
