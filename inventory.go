@@ -48,26 +48,9 @@ func (u *Upgrader) ListenWith(ctx context.Context, lc *net.ListenConfig, network
 	if err != nil {
 		return nil, err
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err := u.canAddLocked(); err != nil {
-		return nil, err
-	}
-	if e := u.inheritedLocked(handoff.KindListener, sa.network, sa.key, ""); e != nil {
-		return u.claimListenerLocked(e)
-	}
-	ln, err := u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
-	if err != nil && isAddrInUse(err) && u.removeStaleSocketUnlocked(sa) {
-		if err := u.canAddLocked(); err != nil {
-			return nil, err
-		}
-		ln, err = u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("molt: listen %s: %w", sa, err)
-	}
-	e := u.newEntryLocked(handoff.KindListener, sa, "")
-	return u.adoptListenerLocked(e, ln)
+	return listenKind(u, handoff.KindListener, sa, u.claimListenerLocked, func() (net.Listener, error) {
+		return u.listenConfig(lc).Listen(ctx, sa.network, sa.bind)
+	}, u.adoptListenerLocked)
 }
 
 // ListenPacket returns a packet socket for network ("udp", "udp4", "udp6"
@@ -84,26 +67,36 @@ func (u *Upgrader) ListenPacketWith(ctx context.Context, lc *net.ListenConfig, n
 	if err != nil {
 		return nil, err
 	}
+	return listenKind(u, handoff.KindPacketConn, sa, u.claimPacketConnLocked, func() (net.PacketConn, error) {
+		return u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
+	}, u.adoptPacketConnLocked)
+}
+
+// listenKind is the body of ListenWith and ListenPacketWith: claim the
+// inherited socket with the canonical address sa, or create one (after
+// removing a stale Unix socket file in the way), book and wrap it.
+func listenKind[T any](u *Upgrader, kind handoff.Kind, sa sockAddr, claim func(*entry) (T, error),
+	create func() (T, error), adopt func(*entry, T) (T, error)) (T, error) {
+	var zero T
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err := u.canAddLocked(); err != nil {
-		return nil, err
+		return zero, err
 	}
-	if e := u.inheritedLocked(handoff.KindPacketConn, sa.network, sa.key, ""); e != nil {
-		return u.claimPacketConnLocked(e)
+	if e := u.inheritedLocked(kind, sa.network, sa.key, ""); e != nil {
+		return claim(e)
 	}
-	pc, err := u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
+	h, err := create()
 	if err != nil && isAddrInUse(err) && u.removeStaleSocketUnlocked(sa) {
 		if err := u.canAddLocked(); err != nil {
-			return nil, err
+			return zero, err
 		}
-		pc, err = u.listenConfig(lc).ListenPacket(ctx, sa.network, sa.bind)
+		h, err = create()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("molt: listen %s: %w", sa, err)
+		return zero, fmt.Errorf("molt: listen %s: %w", sa, err)
 	}
-	e := u.newEntryLocked(handoff.KindPacketConn, sa, "")
-	return u.adoptPacketConnLocked(e, pc)
+	return adopt(u.newEntryLocked(kind, sa, ""), h)
 }
 
 // AddListener puts a listener this process made itself (from systemd, a
