@@ -3,6 +3,7 @@ package systemd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -99,23 +100,7 @@ func (s *Service) PacketConn(name string) (net.PacketConn, error) {
 		f.Close()
 		return nil, err
 	}
-	if isPathAddr(pc.LocalAddr()) {
-		if err := s.upg.AddFile(key, f); err != nil {
-			pc.Close()
-			f.Close()
-			return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
-		}
-		s.claimLocked(name, f, false)
-		return pc, nil
-	}
-	f.Close()
-	mpc, err := s.upg.AddPacketConn(key, pc)
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
-	}
-	s.claimLocked(name, mpc.(syscall.Conn), false)
-	return mpc, nil
+	return keepLocked(s, name, pc, pc.LocalAddr(), f, false, s.upg.AddPacketConn)
 }
 
 func (s *Service) listener(name, network, addr string) (net.Listener, error) {
@@ -193,35 +178,39 @@ func (s *Service) listener(name, network, addr string) (net.Listener, error) {
 		f.Close()
 		return nil, err
 	}
-	return s.keepLocked(name, ln, f, false)
+	return keepLocked(s, name, ln, ln.Addr(), f, false, s.upg.AddListener)
 }
 
-// keepLocked puts a listener from systemd, or a new one, into the
-// inventory under name and records the claim. f is a descriptor of the
-// same socket, which is kept for a Unix socket with a path and closed
-// otherwise; the caller gives up both. s.mu is held.
-func (s *Service) keepLocked(name string, ln net.Listener, f *os.File, fresh bool) (net.Listener, error) {
+// keepLocked puts a socket from systemd (h, local address local), or a
+// new one, into the inventory under name, with add (the Upgrader's
+// AddListener or AddPacketConn), and records the claim. f is a descriptor
+// of the same socket, which is kept for a Unix socket with a path (it
+// travels as a file, so that no generation removes systemd's socket file)
+// and closed otherwise; the caller gives up both. s.mu is held.
+func keepLocked[T io.Closer](s *Service, name string, h T, local net.Addr, f *os.File, fresh bool,
+	add func(string, T) (T, error)) (T, error) {
+	var zero T
 	key := inventoryPrefix + name
-	if isPathAddr(ln.Addr()) {
-		if ul, ok := ln.(*net.UnixListener); ok {
+	if isPathAddr(local) {
+		if ul, ok := any(h).(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false) // the file outlives this process
 		}
 		if err := s.upg.AddFile(key, f); err != nil {
-			ln.Close()
+			h.Close()
 			f.Close()
-			return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
+			return zero, fmt.Errorf("systemd: socket %q: %w", name, err)
 		}
 		s.claimLocked(name, f, fresh)
-		return ln, nil
+		return h, nil
 	}
 	f.Close()
-	mln, err := s.upg.AddListener(key, ln)
+	kept, err := add(key, h)
 	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
+		h.Close()
+		return zero, fmt.Errorf("systemd: socket %q: %w", name, err)
 	}
-	s.claimLocked(name, mln.(syscall.Conn), fresh)
-	return mln, nil
+	s.claimLocked(name, any(kept).(syscall.Conn), fresh)
+	return kept, nil
 }
 
 // claimLocked records that this process claimed name; c lends the
@@ -300,7 +289,7 @@ func (s *Service) createLocked(name, network, addr string) (net.Listener, error)
 		ln.Close()
 		return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
 	}
-	return s.keepLocked(name, ln, os.NewFile(uintptr(fd), "systemd:"+name), true)
+	return keepLocked(s, name, ln, ln.Addr(), os.NewFile(uintptr(fd), "systemd:"+name), true, s.upg.AddListener)
 }
 
 // isPathAddr reports whether a is a Unix socket address with a file.
