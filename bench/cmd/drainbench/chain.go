@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/proc"
 )
 
 const (
@@ -25,7 +27,7 @@ const (
 // chain is one server: generation 1, started by the driver, and its
 // successors, all printing on one pipe.
 type chain struct {
-	reaper *reaper
+	reaper *proc.Reaper
 	events *eventLog
 	first  int         // generation 1's PID
 	cur    serverEvent // the ready event of the generation serving now
@@ -41,7 +43,7 @@ type upgradeResult struct {
 }
 
 // startChain starts generation 1 and waits until it is ready.
-func startChain(ctx context.Context, r *reaper) (*chain, error) {
+func startChain(ctx context.Context, r *proc.Reaper) (*chain, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -53,7 +55,7 @@ func startChain(ctx context.Context, r *reaper) (*chain, error) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), envRole+"=server")
 	cmd.Stdout, cmd.Stderr = pw, os.Stderr
-	err = r.start(cmd)
+	err = r.Start(cmd)
 	pw.Close() // the servers hold the write end: end-of-file once all are gone
 	if err != nil {
 		pr.Close()
@@ -84,7 +86,7 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 		mark()
 	}
 	res.trigger = time.Now()
-	if err := c.reaper.signal(from.PID, syscall.SIGHUP); err != nil {
+	if err := c.reaper.Signal(from.PID, syscall.SIGHUP); err != nil {
 		res.err = fmt.Sprintf("SIGHUP to generation %d (pid %d): %v", from.Gen, from.PID, err)
 		return res
 	}
@@ -124,13 +126,13 @@ func (c *chain) stop() chainEnd {
 	if c.cur.PID != 0 {
 		pid = c.cur.PID
 	}
-	if err := c.reaper.signal(pid, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := c.reaper.Signal(pid, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		end.problems = append(end.problems, fmt.Sprintf("SIGTERM to pid %d: %v", pid, err))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 	defer cancel()
-	if !c.reaper.waitAllGone(ctx) {
-		for _, p := range c.reaper.killLeft(killGrace) {
+	if !c.reaper.WaitAllGone(ctx) {
+		for _, p := range c.reaper.KillLeft(killGrace) {
 			end.problems = append(end.problems, "left behind and killed: "+p)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/proc"
 )
 
 const (
@@ -34,8 +36,8 @@ type loadResult struct {
 // runDriver runs the benchmark and returns the exit status.
 func runDriver(cfg config) int {
 	start := time.Now()
-	mach := describeMachine() // before the load, for its load average
-	r, err := newReaper()
+	mach := proc.DescribeMachine() // before the load, for its load average
+	r, err := proc.NewReaper()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
 		return 1
@@ -43,7 +45,7 @@ func runDriver(cfg config) int {
 	// The last resort: whatever hangs, the run ends and leaves nothing.
 	watchdog := time.AfterFunc(cfg.timeout, func() {
 		fmt.Fprintf(os.Stderr, "drainbench: -timeout %v reached; killing every process left\n", cfg.timeout)
-		for _, p := range r.killLeft(killGrace) {
+		for _, p := range r.KillLeft(killGrace) {
 			fmt.Fprintf(os.Stderr, "drainbench: killed %s\n", p)
 		}
 		os.Exit(3)
@@ -76,7 +78,7 @@ func runDriver(cfg config) int {
 
 // runLoad runs the load phase: a chain under load from every kind of
 // client, -steady without upgrades, the upgrades, -steady again.
-func runLoad(ctx context.Context, cfg config, r *reaper) *loadResult {
+func runLoad(ctx context.Context, cfg config, r *proc.Reaper) *loadResult {
 	lr := &loadResult{kinds: clientKinds(cfg.clients, cfg.streams)}
 	ch, err := startChain(ctx, r)
 	if err != nil {

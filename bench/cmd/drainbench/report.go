@@ -6,12 +6,14 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/proc"
 )
 
 // report renders the results of a run.
 type report struct {
 	cfg     config
-	machine machine
+	machine proc.Machine
 	load    *loadResult
 	wrk     []wrkResult
 	took    time.Duration
@@ -243,7 +245,7 @@ func (r *report) upgradeFigures(b *strings.Builder) {
 	p("- processes: %d generations became ready; ", l.end.generations)
 	if len(l.end.problems) == 0 {
 		p("every one drained, exited cleanly and was reaped; none was left behind")
-		if !seesEveryProcess {
+		if !proc.SeesEveryProcess {
 			p(" (only the end of the shared output pipe was checked on this platform)")
 		}
 		p(".\n")

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/proc"
 )
 
 // wrkResult is one run of wrk against a server that upgrades meanwhile.
@@ -58,7 +60,7 @@ func (w wrkResult) ok() bool {
 
 // runWrkPhase runs wrk keep-alive and with "Connection: close", each
 // against a fresh server chain, if wrk is installed.
-func runWrkPhase(ctx context.Context, cfg config, r *reaper) []wrkResult {
+func runWrkPhase(ctx context.Context, cfg config, r *proc.Reaper) []wrkResult {
 	path, err := exec.LookPath("wrk")
 	if err != nil {
 		fmt.Println("drainbench: wrk is not installed: skipping the wrk phase")
@@ -75,7 +77,7 @@ func runWrkPhase(ctx context.Context, cfg config, r *reaper) []wrkResult {
 	return out
 }
 
-func runWrk(ctx context.Context, cfg config, r *reaper, path, mode string) wrkResult {
+func runWrk(ctx context.Context, cfg config, r *proc.Reaper, path, mode string) wrkResult {
 	res := wrkResult{mode: mode}
 	ch, err := startChain(ctx, r)
 	if err != nil {
@@ -100,7 +102,7 @@ func runWrk(ctx context.Context, cfg config, r *reaper, path, mode string) wrkRe
 	res.command = "wrk " + strings.Join(quoteArgs(args), " ")
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := r.start(cmd); err != nil {
+	if err := r.Start(cmd); err != nil {
 		res.problems = append(res.problems, fmt.Sprintf("start wrk: %v", err))
 		return res
 	}
@@ -123,7 +125,7 @@ func runWrk(ctx context.Context, cfg config, r *reaper, path, mode string) wrkRe
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+15*time.Second)
 	defer cancel()
-	res.status, err = r.waitPID(wctx, cmd.Process.Pid)
+	res.status, err = r.WaitPID(wctx, cmd.Process.Pid)
 	if err != nil {
 		res.status = fmt.Sprintf("still running: %v", err)
 		cmd.Process.Kill() // not reaped yet, so the PID is still wrk's

@@ -1,4 +1,4 @@
-package main
+package proc
 
 import (
 	"bufio"
@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// machine describes where the benchmark ran.
-type machine struct {
+// Machine describes where the benchmark ran.
+type Machine struct {
 	cpus     int
 	cpuModel string
 	kernel   string
@@ -19,8 +19,8 @@ type machine struct {
 	date     string
 }
 
-func describeMachine() machine {
-	m := machine{
+func DescribeMachine() Machine {
+	m := Machine{
 		cpus:    runtime.NumCPU(),
 		goVer:   runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
 		kernel:  readTrimmed("/proc/sys/kernel/osrelease"),
@@ -40,7 +40,7 @@ func describeMachine() machine {
 	return m
 }
 
-func (m machine) String() string {
+func (m Machine) String() string {
 	s := fmt.Sprintf("%d CPUs (nproc)", m.cpus)
 	if m.cpuModel != "" {
 		s += ", " + m.cpuModel

@@ -1,4 +1,4 @@
-package main
+package proc
 
 import (
 	"context"
@@ -16,28 +16,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// seesEveryProcess says whether the reaper knows about every process the
+// SeesEveryProcess says whether the Reaper knows about every process the
 // driver's children start (true where it is a child subreaper).
-const seesEveryProcess = true
+const SeesEveryProcess = true
 
-// reaper makes the driver a child subreaper (Linux re-parents every
+// Reaper makes the driver a child subreaper (Linux re-parents every
 // orphaned descendant to it) and reaps all of its children with wait4(-1):
 // the server generations, whose parents exit before them, and wrk. Nothing
 // else may wait for them (never exec.Cmd.Wait). When wait4 fails with
 // ECHILD, no descendant is left at all, because every living descendant of
 // a subreaper has a chain of living ancestors up to it.
-type reaper struct {
+type Reaper struct {
 	mu      sync.Mutex // held around every wait4 and every kill, so a PID is never reused under us
 	exited  map[int]string
 	none    bool          // the last wait4 found no child at all
 	changed chan struct{} // closed and replaced on every change
 }
 
-func newReaper() (*reaper, error) {
+func NewReaper() (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
 	}
-	r := &reaper{exited: map[int]string{}, changed: make(chan struct{})}
+	r := &Reaper{exited: map[int]string{}, changed: make(chan struct{})}
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	go func() { // for the life of the process
@@ -55,8 +55,8 @@ func newReaper() (*reaper, error) {
 }
 
 // start starts cmd in a process group of its own.
-func (r *reaper) start(cmd *exec.Cmd) error {
-	ownProcessGroup(cmd)
+func (r *Reaper) Start(cmd *exec.Cmd) error {
+	OwnProcessGroup(cmd)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	err := cmd.Start()
@@ -66,7 +66,7 @@ func (r *reaper) start(cmd *exec.Cmd) error {
 	return err
 }
 
-func (r *reaper) reap() {
+func (r *Reaper) reap() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
@@ -89,13 +89,13 @@ func (r *reaper) reap() {
 	}
 }
 
-func (r *reaper) notifyLocked() {
+func (r *Reaper) notifyLocked() {
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
 
 // signal sends sig to pid unless the driver has reaped pid already.
-func (r *reaper) signal(pid int, sig syscall.Signal) error {
+func (r *Reaper) Signal(pid int, sig syscall.Signal) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.exited[pid]; ok {
@@ -106,7 +106,7 @@ func (r *reaper) signal(pid int, sig syscall.Signal) error {
 
 // waitPID waits until the driver reaped pid, one of its children, and
 // says how it ended.
-func (r *reaper) waitPID(ctx context.Context, pid int) (string, error) {
+func (r *Reaper) WaitPID(ctx context.Context, pid int) (string, error) {
 	for {
 		r.mu.Lock()
 		st, ok := r.exited[pid]
@@ -125,7 +125,7 @@ func (r *reaper) waitPID(ctx context.Context, pid int) (string, error) {
 
 // waitAllGone waits until no descendant of the driver is left, and reports
 // whether that happened before ctx ended.
-func (r *reaper) waitAllGone(ctx context.Context) bool {
+func (r *Reaper) WaitAllGone(ctx context.Context) bool {
 	for {
 		r.mu.Lock()
 		none, changed := r.none, r.changed
@@ -144,7 +144,7 @@ func (r *reaper) waitAllGone(ctx context.Context) bool {
 // killLeft kills every living descendant of the driver with SIGKILL,
 // waits up to grace for them to be reaped and returns them, each with its
 // command line.
-func (r *reaper) killLeft(grace time.Duration) []string {
+func (r *Reaper) KillLeft(grace time.Duration) []string {
 	var left []string
 	r.mu.Lock()
 	for _, pid := range descendants(os.Getpid()) {
@@ -157,7 +157,7 @@ func (r *reaper) killLeft(grace time.Duration) []string {
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	r.waitAllGone(ctx)
+	r.WaitAllGone(ctx)
 	return left
 }
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package main
+package proc
 
 import (
 	"context"
@@ -11,27 +11,27 @@ import (
 	"time"
 )
 
-// seesEveryProcess says whether the reaper knows about every process the
+// SeesEveryProcess says whether the Reaper knows about every process the
 // driver's children start: not here, where only Linux's child subreaper
 // makes orphaned generations the driver's children.
-const seesEveryProcess = false
+const SeesEveryProcess = false
 
-// reaper is the portable fallback: it waits for the driver's own children
+// Reaper is the portable fallback: it waits for the driver's own children
 // only (generation 1 of each server chain, and wrk); later generations are
 // re-parented to init. The driver then relies on the servers' output pipe
 // ending to know that they are gone.
-type reaper struct {
+type Reaper struct {
 	mu      sync.Mutex
 	exited  map[int]string
 	changed chan struct{}
 }
 
-func newReaper() (*reaper, error) {
-	return &reaper{exited: map[int]string{}, changed: make(chan struct{})}, nil
+func NewReaper() (*Reaper, error) {
+	return &Reaper{exited: map[int]string{}, changed: make(chan struct{})}, nil
 }
 
-func (r *reaper) start(cmd *exec.Cmd) error {
-	ownProcessGroup(cmd)
+func (r *Reaper) Start(cmd *exec.Cmd) error {
+	OwnProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -50,7 +50,7 @@ func (r *reaper) start(cmd *exec.Cmd) error {
 	return nil
 }
 
-func (r *reaper) signal(pid int, sig syscall.Signal) error {
+func (r *Reaper) Signal(pid int, sig syscall.Signal) error {
 	p, err := os.FindProcess(pid)
 	if err != nil {
 		return err
@@ -58,7 +58,7 @@ func (r *reaper) signal(pid int, sig syscall.Signal) error {
 	return p.Signal(sig)
 }
 
-func (r *reaper) waitPID(ctx context.Context, pid int) (string, error) {
+func (r *Reaper) WaitPID(ctx context.Context, pid int) (string, error) {
 	for {
 		r.mu.Lock()
 		st, ok := r.exited[pid]
@@ -75,6 +75,6 @@ func (r *reaper) waitPID(ctx context.Context, pid int) (string, error) {
 	}
 }
 
-func (r *reaper) waitAllGone(context.Context) bool { return true }
+func (r *Reaper) WaitAllGone(context.Context) bool { return true }
 
-func (r *reaper) killLeft(time.Duration) []string { return nil }
+func (r *Reaper) KillLeft(time.Duration) []string { return nil }
