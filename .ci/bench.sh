@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Smoke run of the drain benchmark (bench/, its own module): checks of the
-# module, then 10 upgrades of a real molt server under load from 16 clients
-# of each kind and 4 long streams (about 15 s). Exits non-zero if any request
-# of any kind failed, an upgrade or a drain failed, or a process was left
-# behind. wrk is not used here; the full run is in BENCHMARKS.md.
+# Smoke runs of the benchmarks (bench/, its own module): checks of the
+# module, then
+#  1. the side-by-side comparison, shortened to about 30 s: molt, tableflip,
+#     a naive restart and an SO_REUSEPORT overlap, 5 upgrades each under 16
+#     clients of each HTTP/1.1 kind; fails if any request to molt failed,
+#     any upgrade failed or any process was left behind (the other systems'
+#     failed requests are what the comparison measures);
+#  2. the molt-only drain benchmark with every kind of client, HTTP/2 and
+#     streams included (about 15 s), failing on any failed request.
+# wrk is not used here; the full runs are in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../bench"
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
@@ -14,9 +19,12 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 if command -v staticcheck >/dev/null; then staticcheck ./...; fi
+for os in darwin freebsd windows; do GOOS=$os go vet ./... >/dev/null; done
 go test ./...
 
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/drainbench" ./cmd/drainbench
+"$bin/drainbench" -compare -upgrades 5 -clients 16 -interval 500ms -steady 1s -duration 30s -timeout 5m \
+  -chart "$bin/compare.png"
 "$bin/drainbench" -upgrades 10 -clients 16 -streams 4 -steady 2s -wrk=false -duration 1m -timeout 2m

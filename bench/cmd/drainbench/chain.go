@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -24,45 +27,56 @@ const (
 	killGrace = 5 * time.Second
 )
 
-// chain is one server: generation 1, started by the driver, and its
-// successors, all printing on one pipe.
+// chain is one server of one system: generation 1, started by the driver,
+// and its successors, all printing on one pipe.
 type chain struct {
+	sys    system
 	reaper *proc.Reaper
 	events *eventLog
+	env    []string    // the environment of the processes the driver starts
+	out    *os.File    // the pipe's write end, kept while the driver may start processes
 	first  int         // generation 1's PID
 	cur    serverEvent // the ready event of the generation serving now
+	old    int         // the PID of the generation replaced last (0: none)
 }
 
 // upgradeResult is one upgrade the driver asked for.
 type upgradeResult struct {
 	n       int
 	from    uint64        // the generation asked to upgrade
-	trigger time.Time     // SIGHUP sent
-	handoff time.Duration // SIGHUP → the successor's Ready returned (its ready event)
+	fromPID int           // its PID
+	trigger time.Time     // SIGHUP sent (or, for the systems the driver replaces, the replacement began)
+	handoff time.Duration // trigger → the successor's Ready returned (its ready event)
 	err     string        // why it failed
 }
 
-// startChain starts generation 1 and waits until it is ready.
-func startChain(ctx context.Context, r *proc.Reaper) (*chain, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
+// startChain starts generation 1 of sys and waits until it is ready.
+func startChain(ctx context.Context, r *proc.Reaper, sys system) (*chain, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envRole+"=server")
-	cmd.Stdout, cmd.Stderr = pw, os.Stderr
-	err = r.Start(cmd)
-	pw.Close() // the servers hold the write end: end-of-file once all are gone
+	c := &chain{sys: sys, reaper: r, events: newEventLog(), out: pw}
+	c.env = append(os.Environ(), envRole+"=server", envSystem+"="+sys.name)
+	if sys.fixedAddr {
+		addr, err := freeAddr()
+		if err != nil {
+			pr.Close()
+			pw.Close()
+			return nil, err
+		}
+		c.env = append(c.env, envAddr+"="+addr)
+	}
+	go c.events.read(pr)
+	pid, err := c.startProcess(1)
+	if sys.selfUpgrade {
+		c.closeOut() // the servers hold the write end: end-of-file once all are gone
+	}
 	if err != nil {
-		pr.Close()
+		c.closeOut()
 		return nil, fmt.Errorf("start the server: %w", err)
 	}
-	c := &chain{reaper: r, events: newEventLog(), first: cmd.Process.Pid}
-	go c.events.read(pr)
+	c.first = pid
 	wctx, cancel := context.WithTimeout(ctx, firstReadyWait)
 	defer cancel()
 	ready, err := c.events.wait(wctx, func(e serverEvent) bool { return readyOf(1)(e) || e.Event == "error" })
@@ -77,36 +91,123 @@ func startChain(ctx context.Context, r *proc.Reaper) (*chain, error) {
 	return c, nil
 }
 
-// upgrade sends SIGHUP to the serving generation, after mark(), and waits
-// for its successor to be ready or for the upgrade to fail.
+// startProcess starts a server process of generation gen and returns its
+// PID.
+func (c *chain) startProcess(gen uint64) (int, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(slices.Clone(c.env), envGen+"="+strconv.FormatUint(gen, 10))
+	cmd.Stdout, cmd.Stderr = c.out, os.Stderr
+	if err := c.reaper.Start(cmd); err != nil {
+		return 0, err
+	}
+	return cmd.Process.Pid, nil
+}
+
+// closeOut closes the driver's write end of the pipe: from then on, the
+// output ends when the last server exits.
+func (c *chain) closeOut() {
+	if c.out != nil {
+		c.out.Close()
+		c.out = nil
+	}
+}
+
+// freeAddr reserves a loopback port for the systems that bind one anew in
+// every process: the kernel picks a free one, which is released at once.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// upgrade replaces the serving generation, after mark(): by SIGHUP for the
+// systems that upgrade themselves, by starting and stopping processes
+// otherwise. It waits for the successor to be ready or for the upgrade to
+// fail.
 func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 	from := c.cur
-	res := upgradeResult{n: n, from: from.Gen}
+	res := upgradeResult{n: n, from: from.Gen, fromPID: from.PID}
+	if c.sys.waitOldExit && c.old != 0 {
+		// Not part of the hand-off: tableflip refuses an upgrade until the
+		// previous generation has exited.
+		if err := c.waitExit(ctx, c.old); err != nil {
+			res.err = err.Error()
+			return res
+		}
+	}
 	if mark != nil {
 		mark()
 	}
 	res.trigger = time.Now()
-	if err := c.reaper.Signal(from.PID, syscall.SIGHUP); err != nil {
-		res.err = fmt.Sprintf("SIGHUP to generation %d (pid %d): %v", from.Gen, from.PID, err)
-		return res
-	}
 	wctx, cancel := context.WithTimeout(ctx, upgradeWait)
 	defer cancel()
-	next := readyOf(from.Gen + 1)
-	failed := failedUpgradeOf(from.Gen)
-	e, err := c.events.wait(wctx, func(e serverEvent) bool { return next(e) || failed(e) })
+	var e serverEvent
+	var err error
+	switch {
+	case c.sys.selfUpgrade:
+		if err := c.reaper.Signal(from.PID, syscall.SIGHUP); err != nil {
+			res.err = fmt.Sprintf("SIGHUP to generation %d (pid %d): %v", from.Gen, from.PID, err)
+			return res
+		}
+		next, failed := readyOf(from.Gen+1), failedUpgradeOf(from.Gen)
+		e, err = c.events.wait(wctx, func(e serverEvent) bool { return next(e) || failed(e) })
+	case c.sys.stopFirst:
+		if err := c.reaper.Signal(from.PID, syscall.SIGTERM); err != nil {
+			res.err = fmt.Sprintf("SIGTERM to generation %d (pid %d): %v", from.Gen, from.PID, err)
+			return res
+		}
+		if err := c.waitExit(wctx, from.PID); err != nil {
+			res.err = err.Error()
+			return res
+		}
+		e, err = c.startNext(wctx, from.Gen+1)
+	default: // start the new process first, then stop the old one
+		e, err = c.startNext(wctx, from.Gen+1)
+		if err == nil && e.Event == "ready" {
+			if serr := c.reaper.Signal(from.PID, syscall.SIGTERM); serr != nil {
+				res.err = fmt.Sprintf("SIGTERM to generation %d (pid %d): %v", from.Gen, from.PID, serr)
+			}
+		}
+	}
 	switch {
 	case err != nil:
 		res.err = fmt.Sprintf("generation %d (pid %d): no successor within %v: %v", from.Gen, from.PID, upgradeWait, err)
 	case e.Event == "ready":
 		res.handoff = time.Unix(0, e.UnixNS).Sub(res.trigger)
 		c.cur = e
+		c.old = from.PID
 	case e.Event == "error":
 		res.err = fmt.Sprintf("pid %d: %s", e.PID, e.Err)
 	default:
 		res.err = fmt.Sprintf("generation %d (pid %d): upgrade failed: %s", from.Gen, from.PID, e.Err)
 	}
 	return res
+}
+
+// startNext starts generation gen and waits for its ready event (or an
+// error event).
+func (c *chain) startNext(ctx context.Context, gen uint64) (serverEvent, error) {
+	if _, err := c.startProcess(gen); err != nil {
+		return serverEvent{}, err
+	}
+	return c.events.wait(ctx, func(e serverEvent) bool { return readyOf(gen)(e) || e.Event == "error" })
+}
+
+// waitExit waits for the exit event of the process pid.
+func (c *chain) waitExit(ctx context.Context, pid int) error {
+	wctx, cancel := context.WithTimeout(ctx, stopWait)
+	defer cancel()
+	if _, err := c.events.wait(wctx, func(e serverEvent) bool { return e.Event == "exit" && e.PID == pid }); err != nil {
+		return fmt.Errorf("pid %d did not exit: %w", pid, err)
+	}
+	return nil
 }
 
 // chainEnd is what became of a chain's processes.
@@ -129,6 +230,7 @@ func (c *chain) stop() chainEnd {
 	if err := c.reaper.Signal(pid, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		end.problems = append(end.problems, fmt.Sprintf("SIGTERM to pid %d: %v", pid, err))
 	}
+	c.closeOut() // no process is started any more
 	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 	defer cancel()
 	if !c.reaper.WaitAllGone(ctx) {
@@ -171,4 +273,21 @@ func (c *chain) stop() chainEnd {
 		}
 	}
 	return end
+}
+
+// oldExits returns, for each successful upgrade, how long after its
+// trigger the replaced generation exited (its exit event), once the chain
+// has stopped.
+func (c *chain) oldExits(ups []upgradeResult) []time.Duration {
+	exits := map[int]serverEvent{}
+	for _, e := range c.events.all("exit") {
+		exits[e.PID] = e
+	}
+	var out []time.Duration
+	for _, u := range ups {
+		if x, ok := exits[u.fromPID]; ok && u.err == "" {
+			out = append(out, time.Unix(0, x.UnixNS).Sub(u.trigger))
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ var postBody = bytes.Repeat([]byte("x"), postSize)
 // kind is one kind of client: how many goroutines, with which Transport,
 // sending which request.
 type kind struct {
+	id      string // its name in -kinds
 	name    string
 	note    string // how it behaves, for the report
 	workers int
@@ -39,8 +41,12 @@ type kind struct {
 	do      func(ctx context.Context, c *http.Client, base string) error
 }
 
-// clientKinds returns the five kinds of the benchmark.
-func clientKinds(clients, streams int) []*kind {
+// kindIDs are the -kinds names of every kind, in the order of the report.
+var kindIDs = []string{"get", "post", "close", "h2", "stream"}
+
+// clientKinds returns the kinds of the benchmark named in ids that have
+// workers (-streams 0 leaves the streaming kind out).
+func clientKinds(clients, streams int, ids []string) []*kind {
 	keepAlive := func(n int) *http.Client {
 		return &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        2 * n,
@@ -50,29 +56,36 @@ func clientKinds(clients, streams int) []*kind {
 	}
 	h2 := &http.Transport{Protocols: new(http.Protocols)}
 	h2.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	return []*kind{
+	all := []*kind{
 		{
-			name: "keep-alive GET", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: getRoot,
+			id: "get", name: "keep-alive GET", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: getRoot,
 			note: "HTTP/1.1, one shared keep-alive Transport; Go retries an idempotent request on a reused connection that failed before a response",
 		},
 		{
-			name: "keep-alive POST (no retry)", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: postNoRetry,
+			id: "post", name: "keep-alive POST (no retry)", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: postNoRetry,
 			note: "HTTP/1.1 keep-alive, 1 KB body without GetBody: Go's Transport retries no POST without an idempotency key, nor this one even when nothing was written",
 		},
 		{
-			name: "Connection: close", workers: clients, timeout: requestTimeout, do: getRoot,
+			id: "close", name: "Connection: close", workers: clients, timeout: requestTimeout, do: getRoot,
 			client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 			note:   "HTTP/1.1, a new TCP connection for every request",
 		},
 		{
-			name: "HTTP/2 (h2c) POST", workers: clients, timeout: requestTimeout, client: &http.Client{Transport: h2}, do: postH2,
+			id: "h2", name: "HTTP/2 (h2c) POST", workers: clients, timeout: requestTimeout, client: &http.Client{Transport: h2}, do: postH2,
 			note: "h2c with prior knowledge, all streams multiplexed by one Transport; 1 KB rewindable body (Go resends a request the server refused with GOAWAY)",
 		},
 		{
-			name: "streaming (~2 s)", workers: streams, long: true, timeout: streamTimeout, client: keepAlive(streams), do: getStream,
+			id: "stream", name: "streaming (~2 s)", workers: streams, long: true, timeout: streamTimeout, client: keepAlive(streams), do: getStream,
 			note: "HTTP/1.1 keep-alive, back-to-back GET /stream (20 chunks, 100 ms apart), whole body checked",
 		},
 	}
+	var out []*kind
+	for _, k := range all {
+		if slices.Contains(ids, k.id) && k.workers > 0 {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // run starts k's workers; each sends requests back to back until stop is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,13 +25,15 @@ const (
 	wrkOverhead = firstReadyWait/2 + stopWait
 )
 
-// loadResult is what the load phase measured.
+// loadResult is what the load phase of one system measured.
 type loadResult struct {
+	sys      system
 	kinds    []*kind
 	rec      *recorder
 	upgrades []upgradeResult
 	end      chainEnd
-	problems []string // the phase itself went wrong
+	oldExits []time.Duration // per successful upgrade: trigger → the replaced generation exited
+	problems []string        // the phase itself went wrong
 }
 
 // runDriver runs the benchmark and returns the exit status.
@@ -53,14 +56,25 @@ func runDriver(cfg config) int {
 	defer watchdog.Stop()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("drainbench: load phase: %d upgrades every %v, %d clients of each kind, %d streams (about %v)\n",
-		cfg.upgrades, cfg.interval, cfg.clients, cfg.streams, cfg.plannedLoad().Round(time.Second))
-	lr := runLoad(ctx, cfg, r)
-	var wrks []wrkResult
-	if cfg.wrk {
-		wrks = runWrkPhase(ctx, cfg, r)
+	rep := report{cfg: cfg, machine: mach}
+	for _, sys := range cfg.systems {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Printf("drainbench: load phase (%s): %d upgrades every %v, %d clients of each kind (%s), %d streams (about %v)\n",
+			sys.name, cfg.upgrades, cfg.interval, cfg.clients, strings.Join(cfg.kinds, ", "), cfg.streams, cfg.plannedLoad().Round(time.Second))
+		rep.loads = append(rep.loads, runLoad(ctx, cfg, r, sys))
 	}
-	rep := report{cfg: cfg, load: lr, wrk: wrks, took: time.Since(start), machine: mach}
+	if cfg.wrk && ctx.Err() == nil {
+		rep.wrk = runWrkPhase(ctx, cfg, r)
+	}
+	rep.took = time.Since(start)
+	if cfg.chart != "" {
+		if err := rep.chart(cfg.chart); err != nil {
+			fmt.Fprintf(os.Stderr, "drainbench: chart: %v\n", err)
+			return 1
+		}
+	}
 	text := rep.markdown()
 	fmt.Print("\n" + text)
 	if cfg.out != "" {
@@ -76,11 +90,12 @@ func runDriver(cfg config) int {
 	return 0
 }
 
-// runLoad runs the load phase: a chain under load from every kind of
-// client, -steady without upgrades, the upgrades, -steady again.
-func runLoad(ctx context.Context, cfg config, r *proc.Reaper) *loadResult {
-	lr := &loadResult{kinds: clientKinds(cfg.clients, cfg.streams)}
-	ch, err := startChain(ctx, r)
+// runLoad runs the load phase of one system: a chain under load from
+// every kind of client, -steady without upgrades, the upgrades, -steady
+// again.
+func runLoad(ctx context.Context, cfg config, r *proc.Reaper, sys system) *loadResult {
+	lr := &loadResult{sys: sys, kinds: clientKinds(cfg.clients, cfg.streams, cfg.kinds)}
+	ch, err := startChain(ctx, r, sys)
 	if err != nil {
 		lr.problems = append(lr.problems, err.Error())
 		return lr
@@ -131,7 +146,7 @@ func runLoad(ctx context.Context, cfg config, r *proc.Reaper) *loadResult {
 			}
 		}
 		if n%10 == 0 || n == cfg.upgrades {
-			fmt.Printf("drainbench: %d/%d upgrades, serving: generation %d (pid %d)\n", n, cfg.upgrades, ch.cur.Gen, ch.cur.PID)
+			fmt.Printf("drainbench: %s: %d/%d upgrades, serving: generation %d (pid %d)\n", sys.name, n, cfg.upgrades, ch.cur.Gen, ch.cur.PID)
 		}
 	}
 	end := time.Now().Add(cfg.steady)
@@ -150,6 +165,7 @@ func runLoad(ctx context.Context, cfg config, r *proc.Reaper) *loadResult {
 		k.client.CloseIdleConnections()
 	}
 	lr.end = ch.stop()
+	lr.oldExits = ch.oldExits(lr.upgrades)
 	return lr
 }
 
@@ -163,4 +179,18 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// ran reports whether the load phase ran as planned: every upgrade
+// succeeded, no problem, nothing left behind.
+func (l *loadResult) ran(upgrades int) bool {
+	if len(l.problems) > 0 || l.rec == nil || len(l.end.problems) > 0 || len(l.upgrades) != upgrades {
+		return false
+	}
+	for _, u := range l.upgrades {
+		if u.err != "" {
+			return false
+		}
+	}
+	return true
 }

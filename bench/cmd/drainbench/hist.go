@@ -74,3 +74,12 @@ func (h *hist) quantile(q float64) time.Duration {
 	}
 	return h.max
 }
+
+// merge adds the values of o to h.
+func (h *hist) merge(o *hist) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}

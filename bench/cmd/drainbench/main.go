@@ -38,23 +38,39 @@
 // 35 KB per histogram), and request counts into 10 ms time slots; no
 // per-request record is kept longer than the 0.7 s needed to classify it.
 //
-// With -wrk and wrk(1) installed, it then runs wrk against a fresh server,
-// keep-alive and with "Connection: close", while upgrading it every
+// With -systems, the same server and the same load are run against other
+// ways of replacing a process, one after the other: tableflip v1.2.3 as in
+// its net/http example (SIGHUP → Upgrade; the old process waits for Exit,
+// then calls server.Shutdown), a naive restart (SIGTERM, graceful
+// Shutdown, exit, then a new process binds the port) and an SO_REUSEPORT
+// overlap (the new process binds the port too, and once it is ready the old
+// one gets SIGTERM). The report then starts with a table of every system
+// side by side: requests, failures (total, per upgrade, per kind),
+// hand-off p50/p99, time until the replaced process exited, throughput dip
+// and p99 latency around upgrades against steady state. -chart draws the
+// successful requests per 100 ms of every system over time, with the
+// upgrades marked (PNG or SVG, with gonum/plot). -compare stands for the
+// side-by-side run of every system (about four minutes). Only a failed
+// request to molt fails the run; the others' failures are what is measured.
+//
+// With -wrk and wrk(1) installed, it then runs wrk against a fresh molt
+// server, keep-alive and with "Connection: close", while upgrading it every
 // -interval, and reports wrk's "Socket errors" and "Non-2xx" lines.
 //
 // On Linux the driver is a child subreaper: every generation ends up as
 // its child when its parent exits, and is reaped by it. At the end the
 // driver stops the last generation with SIGTERM, waits for every process to
 // be gone, and kills and reports any process left behind. It exits with
-// status 0 only if no request failed, every upgrade and drain succeeded and
-// nothing was left behind; results are printed and, with -out, written as
-// Markdown.
+// status 0 only if no request to molt failed, every upgrade and drain
+// succeeded and nothing was left behind; results are printed and, with
+// -out, written as Markdown.
 //
 // Usage:
 //
 //	go run ./cmd/drainbench [-upgrades 100] [-clients 64] [-streams 10] \
 //	    [-interval 500ms] [-steady 5s] [-duration 3m] [-timeout 6m] \
 //	    [-wrk] [-wrk-duration 10s] [-out results.md]
+//	go run ./cmd/drainbench -compare [-chart compare.svg] [-out compare.md]
 package main
 
 import (
@@ -62,6 +78,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -71,6 +89,8 @@ const envRole = "DRAINBENCH_ROLE"
 
 // config is the driver's command line.
 type config struct {
+	systems     []system
+	kinds       []string
 	upgrades    int
 	clients     int
 	streams     int
@@ -81,7 +101,23 @@ type config struct {
 	wrk         bool
 	wrkDuration time.Duration
 	out         string
+	chart       string
 	command     string // the command line, for the report
+}
+
+// comparePreset are the flag values -compare stands for, unless set
+// explicitly: every system, the three HTTP/1.1 kinds every server speaks
+// the same way, 50 upgrades a second apart (about 4 minutes in all).
+var comparePreset = [][2]string{
+	{"systems", "molt,tableflip,naive,reuseport"},
+	{"kinds", "get,post,close"},
+	{"streams", "0"},
+	{"upgrades", "50"},
+	{"interval", "1s"},
+	{"steady", "4s"},
+	{"duration", "90s"},
+	{"timeout", "10m"},
+	{"wrk", "false"},
 }
 
 func main() {
@@ -89,6 +125,12 @@ func main() {
 		os.Exit(runServer())
 	}
 	var cfg config
+	var systemList, kindList string
+	var compare bool
+	flag.BoolVar(&compare, "compare", false, "compare every system: stands for "+presetText()+" (flags given explicitly win)")
+	flag.StringVar(&systemList, "systems", "molt", "the systems to measure one after the other, separated by commas: "+systemNames())
+	flag.StringVar(&kindList, "kinds", strings.Join(kindIDs, ","), "the kinds of clients, separated by commas: get (keep-alive GET), post (keep-alive POST, no retry), close (Connection: close), h2 (h2c POST), stream (~2 s streaming GET)")
+	flag.StringVar(&cfg.chart, "chart", "", "draw successful requests per 100 ms of every system, with the upgrades, into this PNG or SVG file")
 	flag.IntVar(&cfg.upgrades, "upgrades", 100, "number of upgrades")
 	flag.IntVar(&cfg.clients, "clients", 64, "concurrent clients of each kind (keep-alive GET, keep-alive POST, Connection: close, HTTP/2)")
 	flag.IntVar(&cfg.streams, "streams", 10, "concurrent clients of long (~2 s) streaming responses")
@@ -105,7 +147,17 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := cfg.check(); err != nil {
+	if compare {
+		applyPreset()
+	}
+	var err error
+	if cfg.systems, err = parseSystems(systemList); err == nil {
+		cfg.kinds, err = parseKinds(kindList)
+	}
+	if err == nil {
+		err = cfg.check()
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
 		os.Exit(2)
 	}
@@ -134,9 +186,11 @@ func (c config) check() error {
 	case c.duration < c.plannedLoad():
 		return fmt.Errorf("-duration %v is shorter than the planned load (%v: warm-up, 2 × -steady, -upgrades × -interval)",
 			c.duration, c.plannedLoad())
-	case c.timeout < c.duration+cleanupReserve+c.wrkBudget():
-		return fmt.Errorf("-timeout %v must be at least -duration + %v for the clean-up + %v for the wrk phase (%v)",
-			c.timeout, cleanupReserve, c.wrkBudget(), c.duration+cleanupReserve+c.wrkBudget())
+	case c.timeout < c.budget():
+		return fmt.Errorf("-timeout %v must be at least (-duration + %v for the clean-up) per system + %v for the wrk phase (%v)",
+			c.timeout, cleanupReserve, c.wrkBudget(), c.budget())
+	case c.chart != "" && !strings.HasSuffix(c.chart, ".png") && !strings.HasSuffix(c.chart, ".svg"):
+		return fmt.Errorf("-chart %q: the name must end in .png or .svg", c.chart)
 	}
 	return nil
 }
@@ -147,10 +201,15 @@ func (c config) plannedLoad() time.Duration {
 	return warmup + 2*c.steady + time.Duration(c.upgrades)*c.interval
 }
 
+// budget is the longest the whole run may take by its bounds.
+func (c config) budget() time.Duration {
+	return time.Duration(len(c.systems))*(c.duration+cleanupReserve) + c.wrkBudget()
+}
+
 // wrkBudget is the time the wrk phase may take: two runs, each with a
 // server to start and stop.
 func (c config) wrkBudget() time.Duration {
-	if !c.wrk {
+	if !c.wrk || !slices.ContainsFunc(c.systems, func(s system) bool { return s.name == "molt" }) {
 		return 0
 	}
 	return 2 * (c.wrkDuration + wrkOverhead)
@@ -163,4 +222,41 @@ func commandLine() string {
 		s += " " + a
 	}
 	return s
+}
+
+// applyPreset sets the flags of comparePreset that were not given.
+func applyPreset() {
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, kv := range comparePreset {
+		if !given[kv[0]] {
+			if err := flag.Set(kv[0], kv[1]); err != nil {
+				panic(err) // the preset's values parse
+			}
+		}
+	}
+}
+
+func presetText() string {
+	var parts []string
+	for _, kv := range comparePreset {
+		parts = append(parts, "-"+kv[0]+" "+kv[1])
+	}
+	return strings.Join(parts, " ")
+}
+
+// parseKinds parses the -kinds flag.
+func parseKinds(list string) ([]string, error) {
+	var out []string
+	for _, id := range strings.Split(list, ",") {
+		id = strings.TrimSpace(id)
+		switch {
+		case !slices.Contains(kindIDs, id):
+			return nil, fmt.Errorf("-kinds: unknown kind %q (known: %s)", id, strings.Join(kindIDs, ", "))
+		case slices.Contains(out, id):
+			return nil, fmt.Errorf("-kinds: %q named twice", id)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }

@@ -14,7 +14,7 @@ import (
 type report struct {
 	cfg     config
 	machine proc.Machine
-	load    *loadResult
+	loads   []*loadResult // one per system, in the order of -systems
 	wrk     []wrkResult
 	took    time.Duration
 }
@@ -90,19 +90,21 @@ func dip(rate, steady float64) string {
 	return fmt.Sprintf("%.1f%%", 100*(1-rate/steady))
 }
 
+// passed reports whether the run passed: every system ran every upgrade
+// and left nothing behind, and no request to molt failed. Failed requests
+// of the other systems are what the comparison measures.
 func (r *report) passed() bool {
-	l := r.load
-	if len(l.problems) > 0 || l.rec == nil || len(l.end.problems) > 0 || len(l.upgrades) != r.cfg.upgrades {
+	if len(r.loads) != len(r.cfg.systems) {
 		return false
 	}
-	for _, u := range l.upgrades {
-		if u.err != "" {
+	for _, l := range r.loads {
+		if !l.ran(r.cfg.upgrades) {
 			return false
 		}
-	}
-	for i := range l.kinds {
-		if f := l.figures(i); f.failed > 0 || f.requests == 0 {
-			return false
+		for i := range l.kinds {
+			if f := l.figures(i); f.requests == 0 || (f.failed > 0 && l.sys.name == "molt") {
+				return false
+			}
 		}
 	}
 	for _, w := range r.wrk {
@@ -121,34 +123,52 @@ func (r *report) markdown() string {
 	if !r.passed() {
 		verdict = "FAIL: see the problems below"
 	}
+	if len(r.cfg.systems) > 1 {
+		verdict = "PASS: no request to molt failed, every upgrade of every system succeeded, nothing was left behind"
+		if !r.passed() {
+			verdict = "FAIL: see the problems below (failed requests of the other systems alone do not fail the run)"
+		}
+	}
 	p("## drainbench results\n\n")
 	p("**%s.**\n\n", verdict)
 	p("- command: `%s` (in `bench/`)\n", r.cfg.command)
 	p("- machine: %s\n", r.machine)
-	p("- run: %d upgrades asked, one every %v after %v of warm-up and %v steady; %v steady after; %d clients of each kind, %d streams; whole run %v\n",
-		r.cfg.upgrades, r.cfg.interval, warmup, r.cfg.steady, r.cfg.steady, r.cfg.clients, r.cfg.streams, r.took.Round(time.Second))
-	l := r.load
-	if l.rec != nil {
-		p("- the load began at %s (the origin of the \"+s\" times below)\n", l.rec.t0.UTC().Format("15:04:05.000000 UTC"))
+	var names []string
+	for _, s := range r.cfg.systems {
+		names = append(names, s.name)
 	}
-	for _, s := range l.problems {
-		p("- **problem:** %s\n", s)
+	p("- run: systems %s, one after the other; each: %d upgrades asked, one every %v after %v of warm-up and %v steady; %v steady after; %d clients of each kind (%s), %d streams; whole run %v\n",
+		strings.Join(names, ", "), r.cfg.upgrades, r.cfg.interval, warmup, r.cfg.steady, r.cfg.steady, r.cfg.clients, strings.Join(r.cfg.kinds, ", "), r.cfg.streams, r.took.Round(time.Second))
+	if len(r.loads) > 1 {
+		r.comparison(&b)
 	}
-	if l.rec != nil {
-		r.loadTables(&b)
-		r.failures(&b)
-		r.upgradeFigures(&b)
-		p("\n### Throughput over time (load phase)\n\nSuccessful requests per second of the four short kinds together, by start time, with the SIGHUPs sent in that second:\n\n```\n%s```\n", l.series())
+	for _, l := range r.loads {
+		h := ""
+		if len(r.loads) > 1 {
+			p("\n### %s\n\n%s.\n", l.sys.name, l.sys.note)
+			h = l.sys.name + ": "
+		}
+		if l.rec != nil {
+			p("\n- the load began at %s (the origin of the \"+s\" times below)\n", l.rec.t0.UTC().Format("15:04:05.000000 UTC"))
+		}
+		for _, s := range l.problems {
+			p("- **problem:** %s\n", s)
+		}
+		if l.rec != nil {
+			loadTables(&b, l, h)
+			failures(&b, l, h)
+			r.upgradeFigures(&b, l, h)
+			p("\n#### %sThroughput over time (load phase)\n\nSuccessful requests per second of the short kinds together, by start time, with the upgrades triggered in that second:\n\n```\n%s```\n", h, l.series())
+		}
 	}
 	r.wrkSection(&b)
 	return b.String()
 }
 
-func (r *report) loadTables(b *strings.Builder) {
-	l := r.load
+func loadTables(b *strings.Builder, l *loadResult, h string) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	p("\n### Requests (load phase)\n\n")
-	p("\"around\" = requests that started within ±%v of a SIGHUP; \"steady\" = the others (after the %v warm-up). Latencies of successful requests; rates count successful requests per second of steady or around time; \"worst upgrade\" is the lowest rate in the 1 s window of a single upgrade.\n\n",
+	p("\n#### %sRequests (load phase)\n\n", h)
+	p("\"around\" = requests that started within ±%v of an upgrade's trigger; \"steady\" = the others (after the %v warm-up). Latencies of successful requests; rates count successful requests per second of steady or around time; \"worst upgrade\" is the lowest rate in the 1 s window of a single upgrade.\n\n",
 		aroundHalf, warmup)
 	p("| kind | requests | failed | retries | p50 steady | p50 around | p99 steady | p99 around | req/s steady | req/s around | dip | worst upgrade dip |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -160,7 +180,7 @@ func (r *report) loadTables(b *strings.Builder) {
 	}
 	for i, k := range l.kinds {
 		f := l.figures(i)
-		p("\n#### %s\n\n%s; %d concurrent clients.\n\n", k.name, k.note, k.workers)
+		p("\n##### %s%s\n\n%s; %d concurrent clients.\n\n", h, k.name, k.note, k.workers)
 		p("| | steady | around an upgrade |\n|---|---:|---:|\n")
 		p("| requests measured (ok) | %d | %d |\n", f.steady.n, f.around.n)
 		p("| p50 latency | %s | %s |\n", ms(f.steady.quantile(0.5)), ms(f.around.quantile(0.5)))
@@ -174,10 +194,9 @@ func (r *report) loadTables(b *strings.Builder) {
 	}
 }
 
-func (r *report) failures(b *strings.Builder) {
-	l := r.load
+func failures(b *strings.Builder, l *loadResult, h string) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	p("\n### Failed requests\n\n")
+	p("\n#### %sFailed requests\n\n", h)
 	l.rec.mu.Lock()
 	triggers := slices.Clone(l.rec.triggers)
 	l.rec.mu.Unlock()
@@ -219,13 +238,12 @@ func when(t time.Duration, triggers []time.Duration) string {
 	if d < 0 {
 		rel, d = "before", -d
 	}
-	return fmt.Sprintf("%s (%s %s SIGHUP #%d)", s, ms(d), rel, best+1)
+	return fmt.Sprintf("%s (%s %s upgrade #%d)", s, ms(d), rel, best+1)
 }
 
-func (r *report) upgradeFigures(b *strings.Builder) {
-	l := r.load
+func (r *report) upgradeFigures(b *strings.Builder, l *loadResult, h string) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	p("\n### Upgrades (load phase)\n\n")
+	p("\n#### %sUpgrades (load phase)\n\n", h)
 	var handoffs []time.Duration
 	var failed []string
 	for _, u := range l.upgrades {
@@ -239,9 +257,12 @@ func (r *report) upgradeFigures(b *strings.Builder) {
 	for _, f := range failed {
 		p("  - **failed** %s\n", f)
 	}
-	p("- hand-off, SIGHUP sent → the new generation's Ready returned (exec and start-up included): %s\n", spread(handoffs))
-	p("- Upgrade() call in the old generation (start of the successor → its READY acknowledged): %s\n", spread(l.end.calls))
-	p("- drain of each generation (Exit closed → Drain returned; the ~2 s streams bound it): %s over %d generations\n", spread(l.end.drains), len(l.end.drains))
+	p("- hand-off, %s → the new process ready (exec and start-up included): %s\n", l.sys.trigger(), spread(handoffs))
+	p("- the replaced process exited, after the trigger: %s\n", spread(l.oldExits))
+	if l.sys.selfUpgrade {
+		p("- Upgrade() call in the old generation (start of the successor → its readiness confirmed): %s\n", spread(l.end.calls))
+	}
+	p("- drain of each generation (told to stop → its drain or Shutdown returned): %s over %d generations\n", spread(l.end.drains), len(l.end.drains))
 	p("- processes: %d generations became ready; ", l.end.generations)
 	if len(l.end.problems) == 0 {
 		p("every one drained, exited cleanly and was reaped; none was left behind")
@@ -262,7 +283,7 @@ func (r *report) wrkSection(b *strings.Builder) {
 	if !r.cfg.wrk {
 		return
 	}
-	p("\n### wrk (outside client)\n\n")
+	p("\n### wrk (outside client, molt)\n\n")
 	if len(r.wrk) == 0 {
 		p("wrk is not installed (`apt-get install -y wrk`): not run.\n")
 		return

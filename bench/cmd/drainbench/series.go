@@ -19,18 +19,10 @@ func (l *loadResult) series() string {
 	perStep := int(seriesStep / slotWidth)
 	steps := int((end + seriesStep - 1) / seriesStep)
 	counts := make([]int, steps)
-	for i, k := range l.kinds {
-		if k.long {
-			continue
+	for j, n := range l.okSlots() {
+		if j/perStep < steps {
+			counts[j/perStep] += n
 		}
-		ks := l.rec.kinds[i]
-		ks.mu.Lock()
-		for j, s := range ks.slots {
-			if j/perStep < steps {
-				counts[j/perStep] += int(s.ok)
-			}
-		}
-		ks.mu.Unlock()
 	}
 	sighups := make([]int, steps)
 	for _, t := range triggers {
@@ -45,13 +37,53 @@ func (l *loadResult) series() string {
 			width = rest // the last, partial second
 		}
 		phase := ""
+		trig := "SIGHUP"
+		if !l.sys.selfUpgrade {
+			trig = "upgrade"
+		}
 		switch {
 		case time.Duration(i+1)*seriesStep <= l.rec.measure:
 			phase = "  warm-up"
 		case sighups[i] > 0:
-			phase = fmt.Sprintf("  %d SIGHUP", sighups[i])
+			phase = fmt.Sprintf("  %d %s", sighups[i], trig)
 		}
 		fmt.Fprintf(&b, "%4ds %8.0f req/s%s\n", i, float64(n)/width.Seconds(), phase)
 	}
 	return b.String()
+}
+
+// okSlots returns the successful requests of the short kinds together
+// per slotWidth of the load, by start time.
+func (l *loadResult) okSlots() []int {
+	var out []int
+	for i, k := range l.kinds {
+		if k.long {
+			continue
+		}
+		ks := l.rec.kinds[i]
+		ks.mu.Lock()
+		for len(out) < len(ks.slots) {
+			out = append(out, 0)
+		}
+		for j, s := range ks.slots {
+			out[j] += int(s.ok)
+		}
+		ks.mu.Unlock()
+	}
+	return out
+}
+
+// windowRate returns the requests per second in slots that started within
+// aroundHalf of t.
+func windowRate(slots []int, t time.Duration) float64 {
+	lo := max(int((t-aroundHalf)/slotWidth), 0)
+	hi := min(int((t+aroundHalf)/slotWidth), len(slots))
+	if hi <= lo {
+		return 0
+	}
+	n := 0
+	for _, c := range slots[lo:hi] {
+		n += c
+	}
+	return float64(n) / (time.Duration(hi-lo) * slotWidth).Seconds()
 }

@@ -110,18 +110,49 @@ func serverMux() *http.ServeMux {
 	return mux
 }
 
-// runServer plays one server generation and returns its exit status.
+// runServer plays one server generation of the system the driver chose
+// and returns its exit status.
 func runServer() int {
+	switch name := os.Getenv(envSystem); name {
+	case "", "molt":
+		return runMoltServer()
+	case "tableflip":
+		return runTableflipServer()
+	case "naive", "reuseport":
+		return runPlainServer(name == "reuseport")
+	default:
+		return fail(fmt.Errorf("%s=%q: unknown system", envSystem, name))
+	}
+}
+
+// fail reports err as an error event and returns the exit status 1.
+func fail(err error) int {
+	emit(serverEvent{Event: "error", Err: err.Error()})
+	return 1
+}
+
+// newHTTPServer returns the HTTP server every system serves with: the
+// same handlers, HTTP/1.1 and h2c, the same timeouts.
+func newHTTPServer() *http.Server {
+	srv := &http.Server{
+		Handler:           serverMux(),
+		Protocols:         new(http.Protocols),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(os.Stderr, fmt.Sprintf("drainbench server (pid %d): ", os.Getpid()), 0),
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv
+}
+
+// runMoltServer plays one generation of a molt service.
+func runMoltServer() int {
 	// First of all: SIGHUP's default action would kill the process.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
 		With("pid", os.Getpid())
-	fail := func(err error) int {
-		emit(serverEvent{Event: "error", Err: err.Error()})
-		return 1
-	}
 	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout})
 	if err != nil {
 		return fail(err)
@@ -131,15 +162,7 @@ func runServer() int {
 	if err != nil {
 		return fail(err)
 	}
-	srv := &http.Server{
-		Handler:           serverMux(),
-		Protocols:         new(http.Protocols),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(os.Stderr, fmt.Sprintf("drainbench server (pid %d): ", os.Getpid()), 0),
-	}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ds := drain.NewHTTPServer(srv)
+	ds := drain.NewHTTPServer(newHTTPServer())
 	served := make(chan error, 1)
 	go func() { served <- ds.Serve(ln) }()
 	if err := upg.Ready(); err != nil {

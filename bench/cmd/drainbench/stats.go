@@ -187,14 +187,9 @@ func aroundTime(triggers []time.Duration, from, to time.Duration) time.Duration 
 // windowRate returns the successful requests per second of ks that
 // started within aroundHalf of t, at slotWidth resolution.
 func (ks *kindStats) windowRate(t time.Duration) float64 {
-	lo := max(int((t-aroundHalf)/slotWidth), 0)
-	hi := min(int((t+aroundHalf)/slotWidth), len(ks.slots))
-	if hi <= lo {
-		return 0
+	ok := make([]int, len(ks.slots))
+	for i, s := range ks.slots {
+		ok[i] = int(s.ok)
 	}
-	n := 0
-	for _, s := range ks.slots[lo:hi] {
-		n += int(s.ok)
-	}
-	return float64(n) / (time.Duration(hi-lo) * slotWidth).Seconds()
+	return windowRate(ok, t)
 }

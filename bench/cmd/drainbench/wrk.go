@@ -79,7 +79,8 @@ func runWrkPhase(ctx context.Context, cfg config, r *proc.Reaper) []wrkResult {
 
 func runWrk(ctx context.Context, cfg config, r *proc.Reaper, path, mode string) wrkResult {
 	res := wrkResult{mode: mode}
-	ch, err := startChain(ctx, r)
+	molt, _ := systemNamed("molt")
+	ch, err := startChain(ctx, r, molt)
 	if err != nil {
 		res.problems = append(res.problems, err.Error())
 		return res

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+// runTableflipServer plays one generation of a tableflip service. Its
+// upgrade, listen, serve and shutdown steps are those of tableflip's own
+// net/http example (http_example_test.go in v1.2.3): Upgrade on SIGHUP,
+// Listen before Ready, `<-upg.Exit()`, a 30 s deadline, then
+// `server.Shutdown(context.Background())`. The additions are for the
+// benchmark only: the same handlers and server settings as every other
+// system, the event lines, the generation number for the successor, and
+// SIGTERM to end the run.
+func runTableflipServer() int {
+	gen := genFromEnv()
+	upg, err := tableflip.New(tableflip.Options{})
+	if err != nil {
+		return fail(err)
+	}
+	defer upg.Stop()
+
+	// Do an upgrade on SIGHUP.
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGHUP)
+		for range sig {
+			// The successor reads its generation from the environment
+			// tableflip passes on.
+			os.Setenv(envGen, strconv.FormatUint(gen+1, 10))
+			start := time.Now()
+			err := upg.Upgrade()
+			e := serverEvent{Event: "upgrade", Gen: gen, OK: err == nil, TookUS: max(1, time.Since(start).Microseconds())}
+			if err != nil {
+				e.Err = err.Error()
+			}
+			emit(e)
+		}
+	}()
+	terminate := make(chan os.Signal, 1)
+	signal.Notify(terminate, syscall.SIGTERM, syscall.SIGINT)
+
+	// Listen must be called before Ready.
+	ln, err := upg.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(fmt.Errorf("listen: %w", err))
+	}
+	server := newHTTPServer()
+	go func() {
+		if err := server.Serve(ln); err != http.ErrServerClosed {
+			fmt.Fprintf(os.Stderr, "drainbench tableflip server (pid %d): %v\n", os.Getpid(), err)
+		}
+	}()
+	if err := upg.Ready(); err != nil {
+		return fail(fmt.Errorf("ready: %w", err))
+	}
+	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
+
+	reason := "upgraded"
+	select {
+	case <-upg.Exit():
+	case s := <-terminate:
+		reason = "signal " + s.String()
+		upg.Stop()
+	}
+	// The example's deadline on exiting after Exit is closed.
+	time.AfterFunc(serverDrainTimeout, func() {
+		emit(serverEvent{Event: "exit", Gen: gen, Reason: reason, Err: "graceful shutdown timed out"})
+		os.Exit(1)
+	})
+	start := time.Now()
+	err = server.Shutdown(context.Background())
+	e := serverEvent{Event: "exit", Gen: gen, Reason: reason, DrainUS: max(1, time.Since(start).Microseconds())}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	emit(e)
+	return 0
+}
+
+// genFromEnv returns the generation the driver or the predecessor set in
+// the environment (1 when unset).
+func genFromEnv() uint64 {
+	gen, err := strconv.ParseUint(os.Getenv(envGen), 10, 64)
+	if err != nil || gen == 0 {
+		return 1
+	}
+	return gen
+}
