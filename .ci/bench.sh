@@ -7,7 +7,12 @@
 #     any upgrade failed or any process was left behind (the other systems'
 #     failed requests are what the comparison measures);
 #  2. the molt-only drain benchmark with every kind of client, HTTP/2 and
-#     streams included (about 15 s), failing on any failed request.
+#     streams included (about 15 s), failing on any failed request;
+#  3. the soak, shortened to 50 upgrades (and 25 failed ones) under load
+#     (about 10 s): fails on any failed request, or if the serving
+#     process's descriptors, goroutines or RSS do not return to baseline;
+#  4. the hand-off micro-benchmarks, once each (-benchtime 1x), so that
+#     they keep working.
 # wrk is not used here; the full runs are in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../bench"
@@ -28,3 +33,5 @@ go build -o "$bin/drainbench" ./cmd/drainbench
 "$bin/drainbench" -compare -upgrades 5 -clients 16 -interval 500ms -steady 1s -duration 30s -timeout 5m \
   -chart "$bin/compare.png"
 "$bin/drainbench" -upgrades 10 -clients 16 -streams 4 -steady 2s -wrk=false -duration 1m -timeout 2m
+go run ./cmd/soak -upgrades 50
+go test -run '^$' -bench . -benchtime 1x ./handoff
