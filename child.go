@@ -55,7 +55,7 @@ func (u *Upgrader) receiveFromParent(fdText string) error {
 		if w.Kind == handoff.KindConn {
 			path = "" // a connection's local address is its listener's file, not its own
 		}
-		u.entries = append(u.entries, &entry{
+		e := &entry{
 			kind:    w.Kind,
 			network: w.Network,
 			key:     w.Addr,
@@ -64,7 +64,13 @@ func (u *Upgrader) receiveFromParent(fdText string) error {
 			path:    path,
 			pathID:  fileID{dev: w.PathDev, ino: w.PathIno},
 			wasInh:  true,
-		})
+		}
+		u.entries = append(u.entries, e)
+		if u.unclaimed == nil {
+			u.unclaimed = make(map[inheritKey][]*entry)
+		}
+		k := e.inheritKey()
+		u.unclaimed[k] = append(u.unclaimed[k], e)
 	}
 	return nil
 }

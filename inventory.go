@@ -295,14 +295,32 @@ func (u *Upgrader) newEntryLocked(kind handoff.Kind, sa sockAddr, name string) *
 	return e
 }
 
-// inheritedLocked finds the first unclaimed inherited entry with this key.
+// inheritKey is what an inherited entry is claimed by.
+type inheritKey struct {
+	kind               handoff.Kind
+	network, key, name string
+}
+
+func (e *entry) inheritKey() inheritKey {
+	return inheritKey{kind: e.kind, network: e.network, key: e.key, name: e.name}
+}
+
+// inheritedLocked finds the first unclaimed inherited entry with this key,
+// in inventory order. Entries claimed or closed meanwhile (their fd is -1)
+// leave the index as they are passed.
 func (u *Upgrader) inheritedLocked(kind handoff.Kind, network, key, name string) *entry {
-	for _, e := range u.entries {
-		if e.fd >= 0 && e.kind == kind && e.network == network && e.key == key && e.name == name {
-			return e
-		}
+	k := inheritKey{kind: kind, network: network, key: key, name: name}
+	q := u.unclaimed[k]
+	for len(q) > 0 && q[0].fd < 0 {
+		q[0] = nil
+		q = q[1:]
 	}
-	return nil
+	if len(q) == 0 {
+		delete(u.unclaimed, k)
+		return nil
+	}
+	u.unclaimed[k] = q
+	return q[0]
 }
 
 func (u *Upgrader) claimListenerLocked(e *entry) (net.Listener, error) {
