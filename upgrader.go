@@ -53,9 +53,9 @@ type Upgrader struct {
 	pid     int       // os.Getpid() at New
 	started time.Time // when New was called
 
-	mu        sync.Mutex // protects the fields below and every entry's fields
-	state     State
-	entries   []*entry
+	mu      sync.Mutex // protects the fields below and every entry's fields
+	state   State
+	entries []*entry
 	// unclaimed indexes the inherited entries not yet claimed by
 	// address, in inventory order, so that claiming N listeners takes
 	// O(N), not O(N²) (measured: 44 ms of a 10,000-listener hand-off).
@@ -199,6 +199,12 @@ func (u *Upgrader) Ready() error {
 	return nil
 }
 
+// testHookReadySent, if not nil, is called by Ready right after READY was
+// written to the parent, before the wait for its ACK. It is a test hook and
+// nil in production: the tests set it (export_test.go) in a successor to
+// crash that process between READY and ACK.
+var testHookReadySent func()
+
 // tellParentReady sends READY and waits for the parent's ACK. A parent that
 // is gone, or does not answer in time, leaves this generation serving alone.
 func (u *Upgrader) tellParentReady() {
@@ -210,6 +216,9 @@ func (u *Upgrader) tellParentReady() {
 	if err != nil {
 		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
 		return
+	}
+	if testHookReadySent != nil {
+		testHookReadySent()
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,6 +65,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(
 // SetWriteDeadline sets the deadline for the Send methods, as
 // net.Conn.SetWriteDeadline does.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+
+// SyscallConn gives access to the underlying socket, for checks the
+// protocol cannot make (how much the peer has not read yet).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
 
 // Close closes the socket and every received descriptor that has not been
 // returned to the caller. Pending and later calls fail. It returns the error
@@ -237,9 +242,22 @@ func (c *Conn) RecvInventory(n int) ([]Entry, []int, error) {
 		}
 		es = append(es, batch...)
 		fds = append(fds, got...)
+		if TestHookBatchReceived != nil && len(es) < n {
+			TestHookBatchReceived(len(es), n)
+		}
 	}
 	return es, fds, nil
 }
+
+// TestHookBatchReceived, if not nil, is called by RecvInventory between two
+// INVENTORY batches, with the number of entries received so far and the
+// number expected. It is a test hook and nil in production: molt's
+// multi-process tests set it in a successor, before New, to crash or pause
+// that process in the middle of the hand-off. It is exported only because
+// those tests are in another package (export_test.go files do not cross
+// packages); the package is internal, so nothing outside the module can
+// set it.
+var TestHookBatchReceived func(received, total int)
 
 // recvBatch reads one INVENTORY frame of at most limit entries and returns
 // its entries and descriptors. On error it closes the descriptors.
