@@ -164,7 +164,8 @@ func (u *Upgrader) finishUpgrade(s *successor, res *UpgradeResult) {
 
 // acknowledge sends the ACK that ends the successor's Ready, before this
 // generation commits. A successor that died right after READY cannot take
-// it (the write fails): the upgrade fails, and this generation serves on.
+// it (the write fails, or it closes its end with the ACK unread): the
+// upgrade fails, and this generation serves on.
 func (u *Upgrader) acknowledge(s *successor) error {
 	u.sendMu.Lock()
 	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -172,9 +173,12 @@ func (u *Upgrader) acknowledge(s *successor) error {
 	s.conn.SetWriteDeadline(time.Time{})
 	u.sendMu.Unlock()
 	if err == nil {
+		err = ackTaken(s.conn, exitGrace)
+	}
+	if err == nil {
 		return nil
 	}
-	return s.fail(StageInit, fmt.Errorf("molt: successor gone right after READY: %w", err), exitGrace, true)
+	return s.fail(StageInit, fmt.Errorf("molt: successor did not take the ACK after READY: %w", err), exitGrace, true)
 }
 
 // runUpgrade starts the successor and carries the hand-off until READY or a
@@ -239,11 +243,12 @@ func (u *Upgrader) runUpgrade(ctx context.Context, wires []handoff.Entry, fds []
 		return nil, fail(r.cause(), min(exitGrace, time.Until(deadline)), r.channelEnded())
 	case <-s.exited:
 		// It exited, perhaps right after saying why or sending something we
-		// could not read: that beats its exit status.
+		// could not read: that beats its exit status. A READY it sent just
+		// before it died does not: it serves nothing now.
 		select {
 		case r = <-replies:
 			answered = true
-			if !r.channelEnded() {
+			if !r.channelEnded() && (r.err != nil || r.msg.Type != handoff.TypeReady) {
 				return nil, fail(r.cause(), 0, false)
 			}
 		case <-time.After(time.Second):
