@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moltgo/molt/bench/internal/eventlog"
 	"github.com/moltgo/molt/bench/internal/proc"
 )
 
@@ -32,7 +33,7 @@ const (
 type chain struct {
 	sys    system
 	reaper *proc.Reaper
-	events *eventLog
+	events *eventlog.Log[serverEvent]
 	env    []string    // the environment of the processes the driver starts
 	out    *os.File    // the pipe's write end, kept while the driver may start processes
 	first  int         // generation 1's PID
@@ -56,7 +57,7 @@ func startChain(ctx context.Context, r *proc.Reaper, sys system) (*chain, error)
 	if err != nil {
 		return nil, err
 	}
-	c := &chain{sys: sys, reaper: r, events: newEventLog(), out: pw}
+	c := &chain{sys: sys, reaper: r, events: eventlog.New(eventName), out: pw}
 	c.env = append(os.Environ(), envRole+"=server", envSystem+"="+sys.name)
 	if sys.fixedAddr {
 		addr, err := freeAddr()
@@ -67,7 +68,7 @@ func startChain(ctx context.Context, r *proc.Reaper, sys system) (*chain, error)
 		}
 		c.env = append(c.env, envAddr+"="+addr)
 	}
-	go c.events.read(pr)
+	go c.events.Read(pr)
 	pid, err := c.startProcess(1)
 	if sys.selfUpgrade {
 		c.closeOut() // the servers hold the write end: end-of-file once all are gone
@@ -79,7 +80,7 @@ func startChain(ctx context.Context, r *proc.Reaper, sys system) (*chain, error)
 	c.first = pid
 	wctx, cancel := context.WithTimeout(ctx, firstReadyWait)
 	defer cancel()
-	ready, err := c.events.wait(wctx, func(e serverEvent) bool { return readyOf(1)(e) || e.Event == "error" })
+	ready, _, err := c.events.Wait(wctx, 0, func(e serverEvent) bool { return readyOf(1)(e) || e.Event == "error" })
 	if err == nil && ready.Event == "error" {
 		err = errors.New(ready.Err)
 	}
@@ -157,7 +158,7 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 			return res
 		}
 		next, failed := readyOf(from.Gen+1), failedUpgradeOf(from.Gen)
-		e, err = c.events.wait(wctx, func(e serverEvent) bool { return next(e) || failed(e) })
+		e, _, err = c.events.Wait(wctx, 0, func(e serverEvent) bool { return next(e) || failed(e) })
 	case c.sys.stopFirst:
 		if err := c.reaper.Signal(from.PID, syscall.SIGTERM); err != nil {
 			res.err = fmt.Sprintf("SIGTERM to generation %d (pid %d): %v", from.Gen, from.PID, err)
@@ -197,14 +198,15 @@ func (c *chain) startNext(ctx context.Context, gen uint64) (serverEvent, error) 
 	if _, err := c.startProcess(gen); err != nil {
 		return serverEvent{}, err
 	}
-	return c.events.wait(ctx, func(e serverEvent) bool { return readyOf(gen)(e) || e.Event == "error" })
+	e, _, err := c.events.Wait(ctx, 0, func(e serverEvent) bool { return readyOf(gen)(e) || e.Event == "error" })
+	return e, err
 }
 
 // waitExit waits for the exit event of the process pid.
 func (c *chain) waitExit(ctx context.Context, pid int) error {
 	wctx, cancel := context.WithTimeout(ctx, stopWait)
 	defer cancel()
-	if _, err := c.events.wait(wctx, func(e serverEvent) bool { return e.Event == "exit" && e.PID == pid }); err != nil {
+	if _, _, err := c.events.Wait(wctx, 0, func(e serverEvent) bool { return e.Event == "exit" && e.PID == pid }); err != nil {
 		return fmt.Errorf("pid %d did not exit: %w", pid, err)
 	}
 	return nil
@@ -241,28 +243,28 @@ func (c *chain) stop() chainEnd {
 	// Every server holds the pipe: it ends when the last one has exited
 	// (the only sign of that where the reaper cannot see them).
 	select {
-	case <-c.events.done:
+	case <-c.events.Done():
 	case <-ctx.Done():
 		select {
-		case <-c.events.done:
+		case <-c.events.Done():
 		case <-time.After(killGrace):
 			end.problems = append(end.problems, "the servers' output did not end: some process still holds it")
 		}
 	}
 	exits := map[int]serverEvent{}
-	for _, e := range c.events.all("exit") {
+	for _, e := range c.events.All("exit") {
 		exits[e.PID] = e
 		end.drains = append(end.drains, time.Duration(e.DrainUS)*time.Microsecond)
 	}
-	for _, e := range c.events.all("upgrade") {
+	for _, e := range c.events.All("upgrade") {
 		if e.OK {
 			end.calls = append(end.calls, time.Duration(e.TookUS)*time.Microsecond)
 		}
 	}
-	for _, e := range c.events.all("error") {
+	for _, e := range c.events.All("error") {
 		end.problems = append(end.problems, fmt.Sprintf("server pid %d: %s", e.PID, e.Err))
 	}
-	for _, r := range c.events.all("ready") {
+	for _, r := range c.events.All("ready") {
 		end.generations++
 		x, ok := exits[r.PID]
 		switch {
@@ -280,7 +282,7 @@ func (c *chain) stop() chainEnd {
 // has stopped.
 func (c *chain) oldExits(ups []upgradeResult) []time.Duration {
 	exits := map[int]serverEvent{}
-	for _, e := range c.events.all("exit") {
+	for _, e := range c.events.All("exit") {
 		exits[e.PID] = e
 	}
 	var out []time.Duration

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moltgo/molt/bench/internal/eventlog"
 	"github.com/moltgo/molt/bench/internal/proc"
 )
 
@@ -33,7 +34,7 @@ const (
 // driver, and its successors, all printing on one pipe.
 type service struct {
 	reaper   *proc.Reaper
-	events   *eventLog
+	events   *eventlog.Log[serverEvent]
 	failFile string      // exists while a successor is meant to fail
 	first    int         // generation 1's PID
 	cur      serverEvent // the ready event of the generation serving now
@@ -67,11 +68,11 @@ func startService(ctx context.Context, r *proc.Reaper, failFile string) (*servic
 		pr.Close()
 		return nil, fmt.Errorf("start the server: %w", err)
 	}
-	s := &service{reaper: r, events: newEventLog(), failFile: failFile, first: cmd.Process.Pid}
-	go s.events.read(pr)
+	s := &service{reaper: r, events: eventlog.New(eventName), failFile: failFile, first: cmd.Process.Pid}
+	go s.events.Read(pr)
 	wctx, cancel := context.WithTimeout(ctx, firstReadyWait)
 	defer cancel()
-	e, _, err := s.events.wait(wctx, 0, func(e serverEvent) bool {
+	e, _, err := s.events.Wait(wctx, 0, func(e serverEvent) bool {
 		return (e.Event == "ready" && e.Gen == 1) || e.Event == "error"
 	})
 	if err == nil && e.Event == "error" {
@@ -101,7 +102,7 @@ func (s *service) upgrade(ctx context.Context, wantFail bool) step {
 		// it: the next upgrade is meant to succeed.
 		defer os.Remove(s.failFile)
 	}
-	pos := s.events.len()
+	pos := s.events.Len()
 	trigger := time.Now()
 	if err := s.reaper.Signal(from.PID, syscall.SIGHUP); err != nil {
 		st.problem = fmt.Sprintf("SIGHUP to generation %d (pid %d): %v", from.Gen, from.PID, err)
@@ -109,7 +110,7 @@ func (s *service) upgrade(ctx context.Context, wantFail bool) step {
 	}
 	wctx, cancel := context.WithTimeout(ctx, upgradeWait)
 	defer cancel()
-	e, _, err := s.events.wait(wctx, pos, func(e serverEvent) bool {
+	e, _, err := s.events.Wait(wctx, pos, func(e serverEvent) bool {
 		return (e.Event == "ready" && e.Gen == from.Gen+1) ||
 			(e.Event == "upgrade" && e.PID == from.PID && !e.OK) || e.Event == "error"
 	})
@@ -144,7 +145,7 @@ func (s *service) upgrade(ctx context.Context, wantFail bool) step {
 func (s *service) waitExit(ctx context.Context, old serverEvent, pos int) string {
 	wctx, cancel := context.WithTimeout(ctx, exitWait)
 	defer cancel()
-	x, _, err := s.events.wait(wctx, pos, func(e serverEvent) bool { return e.Event == "exit" && e.PID == old.PID })
+	x, _, err := s.events.Wait(wctx, pos, func(e serverEvent) bool { return e.Event == "exit" && e.PID == old.PID })
 	if err != nil {
 		return fmt.Sprintf("generation %d (pid %d) did not report its exit within %v: %v", old.Gen, old.PID, exitWait, err)
 	}
@@ -178,7 +179,7 @@ func (s *service) checkFailure(ctx context.Context, from serverEvent, pos int, u
 	}
 	// The successor wrote its line before it exited, and the old
 	// generation wrote its report after that: the line is in the log.
-	if _, ok := s.events.find(pos, func(e serverEvent) bool { return e.Event == "init-failed" && e.PID == pid }); !ok {
+	if _, ok := s.events.Find(pos, func(e serverEvent) bool { return e.Event == "init-failed" && e.PID == pid }); !ok {
 		return fmt.Sprintf("generation %d (pid %d): successor pid %d failed, but not on purpose: %s", from.Gen, from.PID, pid, up.Err)
 	}
 	if !strings.Contains(up.Err, "exit status 1") {
@@ -248,29 +249,29 @@ func (s *service) stop() serviceEnd {
 	// Every server holds the pipe: it ends when the last one has exited
 	// (the only sign of that where the reaper cannot see them all).
 	select {
-	case <-s.events.done:
+	case <-s.events.Done():
 	case <-ctx.Done():
 		select {
-		case <-s.events.done:
+		case <-s.events.Done():
 		case <-time.After(killGrace):
 			end.problems = append(end.problems, "the servers' output did not end: some process still holds it")
 		}
 	}
 	exits := map[int]serverEvent{}
-	for _, e := range s.events.all("exit") {
+	for _, e := range s.events.All("exit") {
 		exits[e.PID] = e
 		end.drains = append(end.drains, time.Duration(e.DrainUS)*time.Microsecond)
 	}
-	for _, e := range s.events.all("error") {
+	for _, e := range s.events.All("error") {
 		end.problems = append(end.problems, fmt.Sprintf("server pid %d: %s", e.PID, e.Err))
 	}
-	for _, e := range s.events.all("upgrade") {
+	for _, e := range s.events.All("upgrade") {
 		if e.OK {
 			end.okUpgrades++
 		}
 	}
-	end.initFailed = len(s.events.all("init-failed"))
-	for _, r := range s.events.all("ready") {
+	end.initFailed = len(s.events.All("init-failed"))
+	for _, r := range s.events.All("ready") {
 		end.generations++
 		x, ok := exits[r.PID]
 		switch {
