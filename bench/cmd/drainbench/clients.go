@@ -4,20 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/requests"
 )
 
 const (
-	// postSize is the body of every POST.
-	postSize = 1024
 	// requestTimeout bounds one short request, streamTimeout one
 	// streaming request (about two seconds when all is well).
 	requestTimeout = 10 * time.Second
@@ -25,8 +22,6 @@ const (
 	// maxPerWorker bounds the requests of one client goroutine.
 	maxPerWorker = 10_000_000
 )
-
-var postBody = bytes.Repeat([]byte("x"), postSize)
 
 // kind is one kind of client: how many goroutines, with which Transport,
 // sending which request.
@@ -58,15 +53,15 @@ func clientKinds(clients, streams int, ids []string) []*kind {
 	h2.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	all := []*kind{
 		{
-			id: "get", name: "keep-alive GET", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: getRoot,
+			id: "get", name: "keep-alive GET", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: requests.GetRoot,
 			note: "HTTP/1.1, one shared keep-alive Transport; Go retries an idempotent request on a reused connection that failed before a response",
 		},
 		{
-			id: "post", name: "keep-alive POST (no retry)", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: postNoRetry,
+			id: "post", name: "keep-alive POST (no retry)", workers: clients, timeout: requestTimeout, client: keepAlive(clients), do: requests.PostNoRetry,
 			note: "HTTP/1.1 keep-alive, 1 KB body without GetBody: Go's Transport retries no POST without an idempotency key, nor this one even when nothing was written",
 		},
 		{
-			id: "close", name: "Connection: close", workers: clients, timeout: requestTimeout, do: getRoot,
+			id: "close", name: "Connection: close", workers: clients, timeout: requestTimeout, do: requests.GetRoot,
 			client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 			note:   "HTTP/1.1, a new TCP connection for every request",
 		},
@@ -125,52 +120,9 @@ func (k *kind) run(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}
 	}
 }
 
-// readBody reads the response's body (at most 1 MB) and checks its status.
-func readBody(resp *http.Response, err error) (string, error) {
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return string(b), fmt.Errorf("reading the body after %d bytes: %w", len(b), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("status %s, body %.80q", resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// getRoot: GET /, answered with the server's PID.
-func getRoot(ctx context.Context, c *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(c.Do(req))
-	if err != nil {
-		return err
-	}
-	if _, err := strconv.Atoi(body); err != nil {
-		return fmt.Errorf("GET /: body %.80q is not a PID", body)
-	}
-	return nil
-}
-
-// postNoRetry: POST /echo with a body Go cannot rewind (no GetBody), so
-// its Transport never sends it twice.
-func postNoRetry(ctx context.Context, c *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", io.NopCloser(bytes.NewReader(postBody)))
-	if err != nil {
-		return err
-	}
-	req.ContentLength = postSize
-	return checkEcho(c.Do(req))
-}
-
 // postH2: POST /echo over HTTP/2 with a rewindable body.
 func postH2(ctx context.Context, c *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", bytes.NewReader(postBody))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", bytes.NewReader(requests.PostBody))
 	if err != nil {
 		return err
 	}
@@ -179,18 +131,7 @@ func postH2(ctx context.Context, c *http.Client, base string) error {
 		resp.Body.Close()
 		return fmt.Errorf("answered over %s, not HTTP/2", resp.Proto)
 	}
-	return checkEcho(resp, err)
-}
-
-func checkEcho(resp *http.Response, err error) error {
-	body, err := readBody(resp, err)
-	if err != nil {
-		return err
-	}
-	if !strings.HasSuffix(body, " "+strconv.Itoa(postSize)) {
-		return fmt.Errorf("POST /echo: body %.80q does not report %d bytes", body, postSize)
-	}
-	return nil
+	return requests.CheckEcho(resp, err)
 }
 
 // getStream: GET /stream, whose whole body must arrive.
@@ -199,7 +140,7 @@ func getStream(ctx context.Context, c *http.Client, base string) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c.Do(req))
+	body, err := requests.ReadBody(c.Do(req))
 	if err != nil {
 		return err
 	}

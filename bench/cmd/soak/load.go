@@ -1,22 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/requests"
 )
 
 const (
-	// postSize is the body of every POST.
-	postSize = 1024
 	// requestTimeout bounds one request.
 	requestTimeout = 10 * time.Second
 	// maxPerWorker bounds the requests of one client goroutine.
@@ -25,8 +20,6 @@ const (
 	// only counted.
 	maxErrTexts = 5
 )
-
-var postBody = bytes.Repeat([]byte("x"), postSize)
 
 // kind is one kind of client.
 type kind struct {
@@ -68,9 +61,9 @@ func startLoad(ctx context.Context, base string, n int, hardEnd time.Time) *load
 	}
 	l := &load{
 		kinds: []*kind{
-			{name: "keep-alive GET", client: keepAlive(), do: getRoot},
-			{name: "keep-alive POST (no retry)", client: keepAlive(), do: postNoRetry},
-			{name: "Connection: close", do: getRoot,
+			{name: "keep-alive GET", client: keepAlive(), do: requests.GetRoot},
+			{name: "keep-alive POST (no retry)", client: keepAlive(), do: requests.PostNoRetry},
+			{name: "Connection: close", do: requests.GetRoot,
 				client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}},
 		},
 		stop: make(chan struct{}),
@@ -144,54 +137,4 @@ func (l *load) totals() (ok, failed int64) {
 		failed += k.failed.Load()
 	}
 	return ok, failed
-}
-
-// readBody reads the response's body (at most 1 MB) and checks its status.
-func readBody(resp *http.Response, err error) (string, error) {
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return string(b), fmt.Errorf("reading the body after %d bytes: %w", len(b), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("status %s, body %.80q", resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// getRoot: GET /, answered with the server's PID.
-func getRoot(ctx context.Context, c *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(c.Do(req))
-	if err != nil {
-		return err
-	}
-	if _, err := strconv.Atoi(body); err != nil {
-		return fmt.Errorf("GET /: body %.80q is not a PID", body)
-	}
-	return nil
-}
-
-// postNoRetry: POST /echo with a body Go cannot rewind (no GetBody), so
-// its Transport never sends it twice.
-func postNoRetry(ctx context.Context, c *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", io.NopCloser(bytes.NewReader(postBody)))
-	if err != nil {
-		return err
-	}
-	req.ContentLength = postSize
-	body, err := readBody(c.Do(req))
-	if err != nil {
-		return err
-	}
-	if !strings.HasSuffix(body, " "+strconv.Itoa(postSize)) {
-		return fmt.Errorf("POST /echo: body %.80q does not report %d bytes", body, postSize)
-	}
-	return nil
 }
