@@ -30,6 +30,10 @@ func (l *loadResult) series() string {
 			sighups[i]++
 		}
 	}
+	trig := "SIGHUP"
+	if !l.sys.selfUpgrade {
+		trig = "upgrade"
+	}
 	var b strings.Builder
 	for i, n := range counts {
 		width := seriesStep
@@ -37,10 +41,6 @@ func (l *loadResult) series() string {
 			width = rest // the last, partial second
 		}
 		phase := ""
-		trig := "SIGHUP"
-		if !l.sys.selfUpgrade {
-			trig = "upgrade"
-		}
 		switch {
 		case time.Duration(i+1)*seriesStep <= l.rec.measure:
 			phase = "  warm-up"
