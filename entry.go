@@ -29,6 +29,7 @@ type entry struct {
 	pathID fileID     // identity of that file when it was bound; zero if unknown
 	owns   bool       // this generation may remove path: it created it, or took it over at Ready
 	wasInh bool       // inherited from the parent (for status and logs)
+	unsent bool       // the running upgrade has yet to duplicate and send it
 }
 
 // liveHandle is what every handle in use must be: closable, and able to
@@ -37,6 +38,16 @@ type entry struct {
 type liveHandle interface {
 	io.Closer
 	syscall.Conn
+}
+
+// isOpen reports whether h's descriptor can still be reached: its owner has
+// not closed it. It makes no system call.
+func isOpen(h liveHandle) bool {
+	if h == nil {
+		return false
+	}
+	rc, err := h.SyscallConn()
+	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
 // fileID identifies a file independently of its name (st_dev, st_ino).

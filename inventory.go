@@ -404,6 +404,7 @@ func (u *Upgrader) removeLocked(e *entry) bool {
 // and no successor may.
 func (u *Upgrader) release(e *entry) error {
 	u.mu.Lock()
+	u.keepForHandoffLocked(e)
 	removed := u.removeLocked(e)
 	unlink := removed && e.owns && (u.state == StateStarting || u.state == StateReady)
 	u.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -36,7 +37,7 @@ const exitGrace = 5 * time.Second
 // reaped when Upgrade returns.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	start := time.Now()
-	wires, fds, err := u.beginUpgrade()
+	plan, err := u.beginUpgrade()
 	if err != nil {
 		return err
 	}
@@ -50,9 +51,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	u.log.Info("molt: upgrade started", "entries", len(wires))
+	u.log.Info("molt: upgrade started", "entries", len(plan))
 	u.emit(Event{Kind: EventUpgradeStarted})
-	s, err := u.runUpgrade(ctx, wires, fds)
+	s, err := u.runUpgrade(ctx, plan)
 	res := &UpgradeResult{Started: start, Duration: time.Since(start), Err: err}
 	if s != nil {
 		res.SuccessorPID = s.pid()
@@ -88,47 +89,39 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	return nil
 }
 
-// beginUpgrade moves Ready → Upgrading and duplicates every descriptor of
-// the inventory for the hand-off. An entry whose handle was closed behind
-// the Upgrader's back (a file closed by its user) leaves the inventory.
-func (u *Upgrader) beginUpgrade() ([]handoff.Entry, []int, error) {
+// beginUpgrade moves Ready → Upgrading and returns the entries to hand
+// over, in inventory order (see sendInventory). A file closed behind the
+// Upgrader's back (by its user, not through molt) leaves the inventory.
+func (u *Upgrader) beginUpgrade() ([]*entry, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if isDone(u.stopping) { // Stop began: it would not wait for this upgrade
-		return nil, nil, ErrStopped
+		return nil, ErrStopped
 	}
 	switch u.state {
 	case StateStarting:
-		return nil, nil, ErrNotReady
+		return nil, ErrNotReady
 	case StateUpgrading:
-		return nil, nil, ErrUpgradeInProgress
+		return nil, ErrUpgradeInProgress
 	case StateDraining:
-		return nil, nil, ErrUpgraded
+		return nil, ErrUpgraded
 	case StateStopped:
-		return nil, nil, ErrStopped
+		return nil, ErrStopped
 	}
-	wires := make([]handoff.Entry, 0, len(u.entries))
-	fds := make([]int, 0, len(u.entries))
 	kept := u.entries[:0]
 	for _, e := range u.entries {
-		fd, err := dupFD(e.live)
-		if err != nil {
-			if isClosed(err) {
-				u.log.Info("molt: entry closed by its user; left out of the hand-off", "entry", e.describe())
-				continue
-			}
-			closeFDs(fds)
-			return nil, nil, fmt.Errorf("molt: duplicate %s for the hand-off: %w", e.describe(), err)
+		if !isOpen(e.live) {
+			u.log.Info("molt: entry closed by its user; left out of the hand-off", "entry", e.describe())
+			continue
 		}
+		e.unsent = true
 		kept = append(kept, e)
-		wires = append(wires, e.wire())
-		fds = append(fds, fd)
 	}
 	clear(u.entries[len(kept):])
 	u.entries = kept
 	u.state = StateUpgrading
 	u.upgrading = make(chan struct{})
-	return wires, fds, nil
+	return slices.Clone(kept), nil
 }
 
 // finishUpgrade leaves Upgrading: to Draining with the successor in charge,
@@ -181,11 +174,11 @@ func (u *Upgrader) acknowledge(s *successor) error {
 	return s.fail(StageInit, fmt.Errorf("molt: successor did not take the ACK after READY: %w", err), exitGrace, true)
 }
 
-// runUpgrade starts the successor and carries the hand-off until READY or a
-// failure. It owns fds and closes them. On failure the successor is dead
-// and reaped and every descriptor of this upgrade is closed.
-func (u *Upgrader) runUpgrade(ctx context.Context, wires []handoff.Entry, fds []int) (*successor, error) {
-	defer func() { closeFDs(fds) }()
+// runUpgrade starts the successor and carries the hand-off of plan until
+// READY or a failure. On failure the successor is dead and reaped and
+// every descriptor of this upgrade is closed.
+func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*successor, error) {
+	defer u.endSend()
 	deadline := time.Now().Add(u.opts.readyTimeout())
 
 	cmd, err := u.successorCommand()
@@ -201,15 +194,13 @@ func (u *Upgrader) runUpgrade(ctx context.Context, wires []handoff.Entry, fds []
 	s.conn.SetDeadline(deadline)
 	// ctx's end interrupts the channel's reads and writes at once.
 	defer context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })()
-	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(wires)}
+	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
 	if err := s.conn.SendHello(hello); err != nil {
 		return nil, u.failHandoff(ctx, s, err)
 	}
-	if err := s.conn.SendInventory(wires, fds); err != nil {
+	if err := u.sendInventory(s.conn, plan); err != nil {
 		return nil, u.failHandoff(ctx, s, err)
 	}
-	closeFDs(fds) // the kernel holds them in flight now
-	fds = nil
 
 	replies := make(chan reply, 1)
 	go func() { // ends at the first message, end-of-file, the deadline, or conn.Close
@@ -293,14 +284,4 @@ func (r reply) cause() error {
 		return errors.New("molt: successor closed the hand-off channel without READY")
 	}
 	return r.err
-}
-
-func closeFDs(fds []int) {
-	for _, fd := range fds {
-		closeFD(fd)
-	}
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, os.ErrClosed) || errors.Is(err, errClosedHandle)
 }

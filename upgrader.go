@@ -60,12 +60,15 @@ type Upgrader struct {
 	// address, in inventory order, so that claiming N listeners takes
 	// O(N), not O(N²) (measured: 44 ms of a 10,000-listener hand-off).
 	unclaimed map[inheritKey][]*entry
-	exit      chan struct{} // closed once, when reason leaves NotExited
-	reason    ExitReason
-	upgrading chan struct{}  // closed when the running Upgrade has finished; nil when none runs
-	successor *successor     // the successor that took over; nil before
-	last      *UpgradeResult // the latest upgrade started by this generation; nil before
-	failures  int            // failed upgrades started by this generation
+	// closedEarly holds the duplicates release made, for the running
+	// upgrade, of entries their users closed before it sent them.
+	closedEarly map[*entry]int
+	exit        chan struct{} // closed once, when reason leaves NotExited
+	reason      ExitReason
+	upgrading   chan struct{}  // closed when the running Upgrade has finished; nil when none runs
+	successor   *successor     // the successor that took over; nil before
+	last        *UpgradeResult // the latest upgrade started by this generation; nil before
+	failures    int            // failed upgrades started by this generation
 }
 
 // New creates the process's Upgrader. If this process was started by an

@@ -446,9 +446,10 @@ func (c *Conn) enqueue(fds []int) error {
 	if len(fds) == 0 {
 		return nil
 	}
-	for _, fd := range fds {
-		unix.CloseOnExec(fd) // already set by MSG_CMSG_CLOEXEC where the OS has it
-	}
+	// They are close-on-exec already: ReadMsgUnix receives with
+	// MSG_CMSG_CLOEXEC, or sets the flag at once where the system lacks
+	// it (one fcntl per descriptor saved here, measured: 10,000 in a
+	// 10,000-listener hand-off).
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

@@ -1,0 +1,141 @@
+//go:build unix
+
+package molt_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/proctest"
+)
+
+func init() { roles["claim-many"] = roleClaimMany }
+
+// envListenerCount is how many "127.0.0.1:0" listeners roleClaimMany claims.
+const envListenerCount = "MOLT_TEST_LISTENERS"
+
+// roleClaimMany claims MOLT_TEST_LISTENERS listeners at 127.0.0.1:0 (in
+// inventory order), reports their ports, becomes ready, and stops once its
+// parent is gone.
+func roleClaimMany() int {
+	u := mustNew(roleOptions())
+	n, _ := strconv.Atoi(os.Getenv(envListenerCount))
+	ports := make([]string, n)
+	for i := range ports {
+		ln, err := u.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			proctest.Say("listen-error err=%q", err.Error())
+			return 15
+		}
+		_, ports[i], _ = net.SplitHostPort(ln.Addr().String())
+	}
+	if err := u.Ready(); err != nil {
+		proctest.Say("ready-error err=%q", err.Error())
+		return 12
+	}
+	proctest.Say("claimed count=%d ports=%s", n, strings.Join(ports, ","))
+	u.WaitForParent(context.Background())
+	u.Stop()
+	proctest.Say("stopped pid=%d", os.Getpid())
+	return 0
+}
+
+// countSockets returns the number of this process's descriptors that are
+// sockets (Linux).
+func countSockets(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd on this system")
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCloseDuringHandoff closes listeners while an upgrade sends the
+// inventory in batches: one already sent, one not yet. The successor still
+// gets every listener the upgrade began with, under its port, as if the
+// inventory had been copied at once; the parent keeps no descriptor of
+// either afterwards.
+func TestCloseDuringHandoff(t *testing.T) {
+	n := 2*molt.SendBatch + 1 // three batches
+	ev, w := pipe(t)
+	base := countFDs(t)
+	u := newUpgrader(t, molt.Options{
+		Command: roleCommand("claim-many", "", w, nil, envListenerCount+"="+strconv.Itoa(n)),
+	})
+	lns := make([]net.Listener, n)
+	ports := make([]string, n)
+	for i := range lns {
+		ln, err := u.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		_, ports[i], _ = net.SplitHostPort(ln.Addr().String())
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	sent, unsent := lns[0], lns[n-1]
+	var closeErrs []error
+	batches := 0
+	molt.SetTestHookBatchSent(func(int, int) {
+		batches++
+		if batches == 1 {
+			closeErrs = append(closeErrs, sent.Close(), unsent.Close())
+		}
+	})
+	t.Cleanup(func() { molt.SetTestHookBatchSent(nil) })
+	sockets := countSockets(t)
+
+	if err := u.Upgrade(context.Background()); err != nil {
+		t.Fatalf("Upgrade = %v", err)
+	}
+	for _, err := range closeErrs {
+		if err != nil {
+			t.Errorf("Close during the hand-off = %v", err)
+		}
+	}
+	if batches != 3 {
+		t.Errorf("inventory of %d entries went in %d batches, want 3", n, batches)
+	}
+	got := ev.Wait(t, "claimed")
+	if got["count"] != strconv.Itoa(n) || got["ports"] != strings.Join(ports, ",") {
+		t.Errorf("successor claimed %s listeners on ports %s;\nwant %d on %s", got["count"], got["ports"], n, strings.Join(ports, ","))
+	}
+	// Two listeners fewer, and no duplicate kept for the hand-off; the
+	// channel to the successor stays open until Stop.
+	if got, want := countSockets(t), sockets-2+1; got != want {
+		t.Errorf("%d sockets after the upgrade, want %d (%d before, two listeners closed, the hand-off channel)", got, want, sockets)
+	}
+	// The successor serves the closed listeners' ports.
+	for _, p := range []string{ports[0], ports[n-1]} {
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", p))
+		if err != nil {
+			t.Errorf("port %s after the upgrade: %v", p, err)
+			continue
+		}
+		c.Close()
+	}
+	for _, ln := range lns[1 : n-1] {
+		ln.Close()
+	}
+	// Stop ends the successor (its parent is gone); once it is reaped,
+	// this process holds what it held before the test.
+	u.Stop()
+	ev.Wait(t, "stopped")
+	if got := settle(base, func() int { return countFDs(t) }); got != base {
+		t.Errorf("%d descriptors once the successor exited, want %d as before the test", got, base)
+	}
+}
