@@ -41,6 +41,37 @@ func TestCanonicalAddr(t *testing.T) {
 	}
 }
 
+// TestCanonicalLiteral checks the fast path against the resolver: where it
+// answers, it answers as the resolver does, and it answers for the plain
+// literals a service normally listens on.
+func TestCanonicalLiteral(t *testing.T) {
+	addrs := []string{
+		"127.0.0.1:80", "127.0.0.1:0", "0.0.0.0:8080", "10.1.2.3:65535", "[::1]:80", "[::]:0",
+		"[fe80::1%lo]:80", "[::ffff:127.0.0.1]:80", "[::ffff:0.0.0.0]:80", ":8080", "localhost:80",
+		"127.0.0.1:http", "127.0.0.1:99999", "[::1]", "1.2.3.4", "[2001:db8::1]:443",
+	}
+	networks := []string{"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix"}
+	for _, network := range networks {
+		for _, packet := range []bool{false, true} {
+			for _, addr := range addrs {
+				fast, ok := canonicalLiteral(network, addr, packet)
+				if !ok {
+					continue
+				}
+				slow, err := canonicalResolved(network, addr, packet)
+				if err != nil || fast != slow {
+					t.Errorf("%s %q packet=%t: fast path %+v, resolver %+v (%v)", network, addr, packet, fast, slow, err)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct{ network, addr string }{{"tcp", "127.0.0.1:0"}, {"tcp4", "10.1.2.3:80"}, {"tcp", "[::1]:80"}, {"tcp6", "[::]:0"}} {
+		if _, ok := canonicalLiteral(tc.network, tc.addr, false); !ok {
+			t.Errorf("fast path declined %s %q", tc.network, tc.addr)
+		}
+	}
+}
+
 func TestCanonicalAddrErrors(t *testing.T) {
 	tests := []struct {
 		network, addr string

@@ -2,6 +2,7 @@ package molt
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -50,12 +51,22 @@ func (u *Upgrader) receiveFromParent(fdText string) error {
 	u.generation = hello.Generation
 	u.parentPID = hello.ParentPID
 	u.parent = c
+	// One allocation for all entries and one for the index's queues, not
+	// one per entry: a successor of a process with 10,000 listeners
+	// spends its time on the hand-off, not on the allocator.
+	entries := make([]entry, len(wires))
+	queues := make([]*entry, len(wires))
+	u.entries = slices.Grow(u.entries, len(wires))
+	if u.unclaimed == nil {
+		u.unclaimed = make(map[inheritKey][]*entry, len(wires))
+	}
 	for i, w := range wires {
 		path := socketPath(w.Network, w.Addr)
 		if w.Kind == handoff.KindConn {
 			path = "" // a connection's local address is its listener's file, not its own
 		}
-		e := &entry{
+		e := &entries[i]
+		*e = entry{
 			kind:    w.Kind,
 			network: w.Network,
 			key:     w.Addr,
@@ -66,11 +77,13 @@ func (u *Upgrader) receiveFromParent(fdText string) error {
 			wasInh:  true,
 		}
 		u.entries = append(u.entries, e)
-		if u.unclaimed == nil {
-			u.unclaimed = make(map[inheritKey][]*entry)
-		}
 		k := e.inheritKey()
-		u.unclaimed[k] = append(u.unclaimed[k], e)
+		if q, ok := u.unclaimed[k]; ok {
+			u.unclaimed[k] = append(q, e) // several sockets under one address
+		} else {
+			queues[i] = e
+			u.unclaimed[k] = queues[i : i+1 : i+1]
+		}
 	}
 	return nil
 }
