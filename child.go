@@ -2,7 +2,6 @@ package molt
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -14,51 +13,86 @@ import (
 // channel. It is molt's only environment variable; New removes it.
 const envHandoffFD = "MOLT_HANDOFF_FD"
 
-// receiveFromParent connects to the parent over the descriptor named by
-// envHandoffFD, reads the hello and the inventory, and fills u. On failure
-// it tells the parent why (if the channel works at all) and leaves nothing
-// open.
-func (u *Upgrader) receiveFromParent(fdText string) error {
+// connectParent connects to the parent over the descriptor named by
+// envHandoffFD and reads the hello. On failure it tells the parent why (if
+// the channel works at all) and leaves nothing open.
+func (u *Upgrader) connectParent(fdText string) (handoff.Hello, error) {
 	fd, err := strconv.Atoi(fdText)
 	if err != nil || fd < 0 {
-		return fmt.Errorf("molt: %s=%q is not a descriptor number", envHandoffFD, fdText)
+		return handoff.Hello{}, fmt.Errorf("molt: %s=%q is not a descriptor number", envHandoffFD, fdText)
 	}
 	c, err := handoff.FromFD(fd)
 	if err != nil {
-		return fmt.Errorf("molt: %s=%d: %w", envHandoffFD, fd, err)
+		return handoff.Hello{}, fmt.Errorf("molt: %s=%d: %w", envHandoffFD, fd, err)
 	}
-	fail := func(err error) error {
+	c.SetDeadline(time.Now().Add(u.opts.readyTimeout())) // the whole hand-off; cleared once the inventory is in
+	hello, err := c.RecvHello()
+	if err == nil && hello.Generation < 2 {
+		err = fmt.Errorf("parent announced generation %d (want 2 or more)", hello.Generation)
+	}
+	if err != nil {
 		err = fmt.Errorf("molt: hand-off from parent: %w", err)
 		c.SetWriteDeadline(time.Now().Add(time.Second))
 		c.SendFailed(err.Error())
 		c.Close()
-		return err
+		return handoff.Hello{}, err
 	}
-	c.SetDeadline(time.Now().Add(u.opts.readyTimeout()))
-	hello, err := c.RecvHello()
-	if err != nil {
-		return fail(err)
-	}
-	if hello.Generation < 2 {
-		return fail(fmt.Errorf("parent announced generation %d (want 2 or more)", hello.Generation))
-	}
-	wires, fds, err := c.RecvInventory(hello.Entries)
-	if err != nil {
-		return fail(err)
-	}
-	c.SetDeadline(time.Time{})
+	u.generation, u.parentPID, u.parent = hello.Generation, hello.ParentPID, c
+	u.inventoryDone = hello.Entries == 0
+	n := min(hello.Entries, maxPrealloc)
+	u.entries = make([]*entry, 0, n)
+	u.unclaimed = make(map[inheritKey][]*entry, n)
+	return hello, nil
+}
 
-	u.generation = hello.Generation
-	u.parentPID = hello.ParentPID
-	u.parent = c
-	// One allocation for all entries and one for the index's queues, not
-	// one per entry: a successor of a process with 10,000 listeners
-	// spends its time on the hand-off, not on the allocator.
+// maxPrealloc bounds the room reserved for the entries a HELLO announces.
+const maxPrealloc = 16384
+
+// receiveInventory receives the n entries the parent announced, a batch
+// at a time, each one claimable as soon as it is in: the service's Listen
+// calls run while the rest is still in transit (10,000 listeners take
+// about 10 ms to arrive, which their claims, some 60 ms, now hide).
+// Listen, the look-ups and Ready wait for what they need (see
+// awaitInheritedLocked). A transfer that fails is reported to the parent
+// and recorded for them to return. Then it watches the parent.
+func (u *Upgrader) receiveInventory(n int) {
+	err := u.parent.RecvInventoryBatches(n, u.addInherited)
+	if err == nil {
+		u.parent.SetDeadline(time.Time{})
+	} else {
+		err = fmt.Errorf("molt: hand-off from parent: %w", err)
+		if !isDone(u.stopping) {
+			u.log.Error("molt: hand-off from parent failed", "err", err)
+			u.sendMu.Lock()
+			u.parent.SetWriteDeadline(time.Now().Add(time.Second))
+			u.parent.SendFailed(err.Error())
+			u.sendMu.Unlock()
+		}
+	}
+	u.mu.Lock()
+	u.inventoryDone, u.inventoryErr = true, err
+	u.inventoryArrived.Broadcast()
+	u.mu.Unlock()
+	if err != nil {
+		close(u.parentGone) // the channel is broken: nothing more comes
+		u.wg.Done()
+		return
+	}
+	u.watchParent()
+}
+
+// addInherited books a batch of inherited entries, unclaimed, and wakes
+// whoever waits for them. After Stop it closes them instead.
+func (u *Upgrader) addInherited(wires []handoff.Entry, fds []int) {
+	// One allocation for the batch's entries and one for their index
+	// queues, not one per entry.
 	entries := make([]entry, len(wires))
 	queues := make([]*entry, len(wires))
-	u.entries = slices.Grow(u.entries, len(wires))
-	if u.unclaimed == nil {
-		u.unclaimed = make(map[inheritKey][]*entry, len(wires))
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.state == StateStopped { // Stop has closed the inventory already
+		closeFDs(fds)
+		return
 	}
 	for i, w := range wires {
 		path := socketPath(w.Network, w.Addr)
@@ -85,5 +119,5 @@ func (u *Upgrader) receiveFromParent(fdText string) error {
 			u.unclaimed[k] = queues[i : i+1 : i+1]
 		}
 	}
-	return nil
+	u.inventoryArrived.Broadcast()
 }

@@ -104,9 +104,9 @@ func roleFault() int {
 			return 16
 		}
 	}
+	// The inventory arrives in the background, through the hook set
+	// above (which stays set: that goroutine reads it).
 	u := mustNew(faultOptions())
-	handoff.TestHookBatchReceived = nil
-	inherited := len(u.Stats().Inventory)
 	claimed := 0
 	for i := range files {
 		name := "f" + strconv.Itoa(i)
@@ -129,6 +129,8 @@ func roleFault() int {
 		}
 		lns = append(lns, l)
 	}
+	// Everything inherited is claimed by now, so it has all arrived.
+	inherited := len(u.Stats().Inventory)
 	var served atomic.Int64
 	servedEnough := make(chan struct{})
 	srv := drain.NewHTTPServer(&http.Server{Handler: faultHandler(u, func() {

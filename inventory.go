@@ -21,6 +21,10 @@ import (
 // resolved once, before anything is locked. A ":0" listener keeps the port
 // the kernel chose for the first generation. Listeners with the same
 // address (SO_REUSEPORT, ":0") are matched in the order they were created.
+// While the inventory is still arriving (see [New]), Listen waits until
+// the entry it claims is in, or until the whole inventory is and none
+// matched; if the transfer failed, it returns that error instead of
+// creating a socket the parent may still hold.
 //
 // Closing the returned listener removes it from the inventory and closes the
 // socket in this process; the port stays open only if a successor holds it.
@@ -83,7 +87,14 @@ func listenKind[T any](u *Upgrader, kind handoff.Kind, sa sockAddr, claim func(*
 	if err := u.canAddLocked(); err != nil {
 		return zero, err
 	}
-	if e := u.inheritedLocked(kind, sa.network, sa.key, ""); e != nil {
+	e, err := u.awaitInheritedLocked(kind, sa.network, sa.key, "")
+	if err == nil {
+		err = u.canAddLocked() // it may have waited, and Stop come meanwhile
+	}
+	if err != nil {
+		return zero, err
+	}
+	if e != nil {
 		return claim(e)
 	}
 	h, err := create()
@@ -203,27 +214,49 @@ func (u *Upgrader) lookup(kind handoff.Kind, name string) (any, error) {
 	if u.state == StateStopped {
 		return nil, ErrStopped
 	}
-	for _, e := range u.entries {
-		if e.kind != kind || e.name != name || name == "" {
-			continue
-		}
-		if e.handle != nil {
-			return e.handle, nil
-		}
-		switch kind {
-		case handoff.KindListener:
-			return u.claimListenerLocked(e)
-		case handoff.KindPacketConn:
-			return u.claimPacketConnLocked(e)
-		case handoff.KindConn:
-			return u.claimConnLocked(e)
-		default:
-			f := os.NewFile(uintptr(e.fd), "molt:"+name)
-			e.fd, e.live, e.handle = -1, f, f
-			return f, nil
-		}
+	e, err := u.awaitNamedLocked(kind, name)
+	switch {
+	case u.state == StateStopped: // it may have waited, and Stop come meanwhile
+		return nil, ErrStopped
+	case e == nil && err == nil:
+		return nil, fmt.Errorf("%w: %s %s", ErrNotFound, kind, quote(name))
+	case e == nil:
+		return nil, err
+	case e.handle != nil:
+		return e.handle, nil
 	}
-	return nil, fmt.Errorf("%w: %s %s", ErrNotFound, kind, quote(name))
+	switch kind {
+	case handoff.KindListener:
+		return u.claimListenerLocked(e)
+	case handoff.KindPacketConn:
+		return u.claimPacketConnLocked(e)
+	case handoff.KindConn:
+		return u.claimConnLocked(e)
+	default:
+		f := os.NewFile(uintptr(e.fd), "molt:"+name)
+		e.fd, e.live, e.handle = -1, f, f
+		return f, nil
+	}
+}
+
+// awaitNamedLocked returns the entry of kind named name, waiting while the
+// inventory is still arriving; nil if there is none (then the error that
+// ended the transfer, if any). u.mu is released while it waits.
+func (u *Upgrader) awaitNamedLocked(kind handoff.Kind, name string) (*entry, error) {
+	if name == "" {
+		return nil, nil
+	}
+	for {
+		for _, e := range u.entries {
+			if e.kind == kind && e.name == name {
+				return e, nil
+			}
+		}
+		if u.inventoryDone {
+			return nil, u.inventoryErr
+		}
+		u.inventoryArrived.Wait()
+	}
 }
 
 // namedAddr describes a socket added by hand: its network and local
@@ -260,6 +293,9 @@ func (u *Upgrader) canAddLocked() error {
 }
 
 func (u *Upgrader) canAddNamedLocked(kind handoff.Kind, name string) error {
+	if err := u.awaitInventoryLocked(); err != nil {
+		return err // an inherited entry of that name may be lost
+	}
 	if err := u.canAddLocked(); err != nil {
 		return err
 	}
@@ -321,6 +357,33 @@ func (u *Upgrader) inheritedLocked(kind handoff.Kind, network, key, name string)
 	}
 	u.unclaimed[k] = q
 	return q[0]
+}
+
+// awaitInheritedLocked is inheritedLocked for a successor whose inventory
+// may still be arriving: it waits until an entry with this key is in, or
+// the whole inventory (then nil, and the error that ended the transfer if
+// any). Entries arrive in inventory order, so the first one found is the
+// first of the inventory. u.mu is released while it waits.
+func (u *Upgrader) awaitInheritedLocked(kind handoff.Kind, network, key, name string) (*entry, error) {
+	for {
+		if e := u.inheritedLocked(kind, network, key, name); e != nil {
+			return e, nil
+		}
+		if u.inventoryDone {
+			return nil, u.inventoryErr
+		}
+		u.inventoryArrived.Wait()
+	}
+}
+
+// awaitInventoryLocked waits until the whole inventory has arrived and
+// returns the error that ended the transfer, if any. u.mu is released
+// while it waits.
+func (u *Upgrader) awaitInventoryLocked() error {
+	for !u.inventoryDone {
+		u.inventoryArrived.Wait()
+	}
+	return u.inventoryErr
 }
 
 func (u *Upgrader) claimListenerLocked(e *entry) (net.Listener, error) {

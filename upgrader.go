@@ -60,6 +60,12 @@ type Upgrader struct {
 	// address, in inventory order, so that claiming N listeners takes
 	// O(N), not O(N²) (measured: 44 ms of a 10,000-listener hand-off).
 	unclaimed map[inheritKey][]*entry
+	// inventoryDone is set once every inherited entry has arrived, or the
+	// transfer failed with inventoryErr; inventoryArrived is signalled
+	// with each batch and at the end. Generation 1 is done from the start.
+	inventoryDone    bool
+	inventoryErr     error
+	inventoryArrived sync.Cond
 	// closedEarly holds the duplicates release made, for the running
 	// upgrade, of entries their users closed before it sent them.
 	closedEarly map[*entry]int
@@ -72,17 +78,23 @@ type Upgrader struct {
 }
 
 // New creates the process's Upgrader. If this process was started by an
-// Upgrader of a previous generation, New receives that generation's
-// inventory before it returns (within [Options.ReadyTimeout]), removes
-// molt's environment markers and marks every inherited descriptor
-// close-on-exec, so processes the service starts inherit nothing.
+// Upgrader of a previous generation, New connects to it, removes molt's
+// environment markers and starts receiving that generation's inventory,
+// whose descriptors are close-on-exec, so processes the service starts
+// inherit nothing. The inventory arrives in the background, within
+// [Options.ReadyTimeout]: each entry can be claimed as soon as it is in,
+// and Listen and the look-ups wait for the entry they ask for (or for the
+// whole inventory, if none matches), so a service with thousands of
+// listeners claims the first while the last are in transit.
 //
 // A process has one Upgrader at a time: New fails with [ErrExists] until
 // the previous one has been stopped. On platforms without descriptor
 // passing it fails with [ErrNotSupported]. If the hand-off from the parent
-// fails (a protocol version mismatch, a malformed frame, a timeout), New
-// tells the parent why, closes everything it received and returns the
-// error; the parent keeps serving.
+// fails, the parent is told why and keeps serving: New returns the error
+// for a failure before the inventory (a protocol version mismatch, a
+// malformed or missing HELLO, a timeout); a failure of the inventory
+// itself is returned by the Listen, look-up, Add and Ready calls that
+// depend on it.
 func New(opts Options) (*Upgrader, error) {
 	if !platformSupported {
 		return nil, ErrNotSupported
@@ -103,6 +115,7 @@ func New(opts Options) (*Upgrader, error) {
 		pid:        os.Getpid(),
 		started:    time.Now(),
 	}
+	u.inventoryArrived.L = &u.mu
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
@@ -116,20 +129,22 @@ func New(opts Options) (*Upgrader, error) {
 	fd, inherited := os.LookupEnv(envHandoffFD)
 	os.Unsetenv(envHandoffFD)
 	if !inherited {
+		u.inventoryDone = true
 		close(u.parentGone)
 		u.log = u.log.With("pid", u.pid, "generation", u.generation)
 		u.log.Info("molt: started")
 		return u, nil
 	}
-	if err := u.receiveFromParent(fd); err != nil {
+	hello, err := u.connectParent(fd)
+	if err != nil {
 		exists.Store(false)
 		return nil, err
 	}
 	// Every record of this Upgrader names the process and its generation.
 	u.log = u.log.With("pid", u.pid, "generation", u.generation)
+	u.log.Info("molt: started by parent", "parent_pid", u.parentPID, "entries", hello.Entries)
 	u.wg.Add(1)
-	go u.watchParent()
-	u.log.Info("molt: started by parent", "parent_pid", u.parentPID, "entries", len(u.entries))
+	go u.receiveInventory(hello.Entries) // then watches the parent
 	return u, nil
 }
 
@@ -138,8 +153,10 @@ func New(opts Options) (*Upgrader, error) {
 // which nobody will serve) and writing [Options.PIDFile]. From then on this
 // generation owns the socket files it serves, and may be upgraded.
 //
-// Ready blocks until the parent acknowledged (it then stops accepting), or
-// until the parent is found gone: a successor whose parent died while it
+// Ready first waits for the whole inventory, and returns the error if its
+// transfer failed (the parent, told already, serves on). It then blocks
+// until the parent acknowledged (it then stops accepting), or until the
+// parent is found gone: a successor whose parent died while it
 // initialised serves on its own and Ready returns nil. In generation 1 it
 // does not block. A failure to write the PID file is returned before the
 // parent is told anything. Calling Ready again returns nil; after Stop it
@@ -149,6 +166,9 @@ func (u *Upgrader) Ready() error {
 	defer u.readyMu.Unlock()
 
 	u.mu.Lock()
+	// Every inherited entry must be in before the unclaimed ones can go.
+	// A transfer that failed was reported to the parent already.
+	inventoryErr := u.awaitInventoryLocked()
 	switch u.state {
 	case StateStopped:
 		u.mu.Unlock()
@@ -157,6 +177,10 @@ func (u *Upgrader) Ready() error {
 	default:
 		u.mu.Unlock()
 		return nil
+	}
+	if inventoryErr != nil {
+		u.mu.Unlock()
+		return inventoryErr
 	}
 	if err := u.writePIDFile(); err != nil {
 		u.mu.Unlock()

@@ -60,6 +60,9 @@ func (c *Conn) RecvHello() (Hello, error) { return Hello{}, ErrNotSupported }
 // RecvInventory returns ErrNotSupported.
 func (c *Conn) RecvInventory(n int) ([]Entry, []int, error) { return nil, nil, ErrNotSupported }
 
+// RecvInventoryBatches returns ErrNotSupported.
+func (c *Conn) RecvInventoryBatches(int, func([]Entry, []int)) error { return ErrNotSupported }
+
 // RecvMessage returns ErrNotSupported.
 func (c *Conn) RecvMessage() (Message, error) { return Message{}, ErrNotSupported }
 

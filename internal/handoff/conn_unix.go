@@ -225,31 +225,50 @@ func (c *Conn) RecvInventory(n int) ([]Entry, []int, error) {
 	if n == 0 {
 		return nil, nil, nil
 	}
-	if n < 0 || n > MaxEntries {
-		return nil, nil, fmt.Errorf("handoff: cannot receive %d entries (at most %d)", n, MaxEntries)
-	}
 	// Room for all of them at once (up to a bound, for a HELLO that
 	// announces more than ever arrives): growing by appending copied
 	// 3 MB for 10,000 entries, which the successor's GC then had to chase.
-	es := make([]Entry, 0, min(n, preallocEntries))
+	es := make([]Entry, 0, min(max(n, 0), preallocEntries))
 	fds := make([]int, 0, cap(es))
-	for len(es) < n {
-		batch, got, err := c.recvBatch(n - len(es))
-		if err != nil {
-			closeFDs(fds)
-			closeFDs(c.drain())
-			if len(es) > 0 {
-				c.idle = false // part of the inventory is gone: no retry
-			}
-			return nil, nil, c.sticky(err)
-		}
+	err := c.RecvInventoryBatches(n, func(batch []Entry, got []int) {
 		es = append(es, batch...)
 		fds = append(fds, got...)
-		if TestHookBatchReceived != nil && len(es) < n {
-			TestHookBatchReceived(len(es), n)
-		}
+	})
+	if err != nil {
+		closeFDs(fds)
+		return nil, nil, err
 	}
 	return es, fds, nil
+}
+
+// RecvInventoryBatches is RecvInventory for a receiver that uses the
+// entries as they arrive: it calls got with each batch, in order, which
+// then owns the batch's descriptors (fds[i] belongs to es[i]; got must not
+// keep es or fds, whose memory may be reused). On an error, the batches
+// already delivered stay the caller's; everything else received is closed.
+func (c *Conn) RecvInventoryBatches(n int, got func(es []Entry, fds []int)) error {
+	if n == 0 {
+		return nil
+	}
+	if n < 0 || n > MaxEntries {
+		return fmt.Errorf("handoff: cannot receive %d entries (at most %d)", n, MaxEntries)
+	}
+	for received := 0; received < n; {
+		batch, fds, err := c.recvBatch(n - received)
+		if err != nil {
+			closeFDs(c.drain())
+			if received > 0 {
+				c.idle = false // part of the inventory is gone: no retry
+			}
+			return c.sticky(err)
+		}
+		got(batch, fds)
+		received += len(batch)
+		if TestHookBatchReceived != nil && received < n {
+			TestHookBatchReceived(received, n)
+		}
+	}
+	return nil
 }
 
 // preallocEntries bounds what RecvInventory reserves before the entries

@@ -939,3 +939,38 @@ func TestRecvInventoryTimeoutAfterBatch(t *testing.T) {
 		t.Fatalf("retry: got %v, want the first error again", err2)
 	}
 }
+
+// TestRecvInventoryBatches checks that batches are delivered as they
+// arrive, in order, and that those delivered before an error stay the
+// caller's while the rest is closed.
+func TestRecvInventoryBatches(t *testing.T) {
+	c, peer := rawPair(t)
+	fd := tempFD(t, "f")
+	send(t, peer, inventoryFrame(2), fd, fd)
+	send(t, peer, inventoryFrame(1), fd)
+	before := countFDs()
+	var sizes []int
+	var kept []int
+	// The third batch announces 2 entries but carries one descriptor.
+	send(t, peer, inventoryFrame(2), fd)
+	err := c.RecvInventoryBatches(5, func(es []Entry, fds []int) {
+		if len(es) != len(fds) {
+			t.Errorf("batch of %d entries with %d descriptors", len(es), len(fds))
+		}
+		sizes = append(sizes, len(es))
+		kept = append(kept, fds...)
+	})
+	wantMalformed(t, err, "arrived with 1 descriptor")
+	if fmt.Sprint(sizes) != "[2 1]" {
+		t.Errorf("batches delivered: %v, want [2 1]", sizes)
+	}
+	for _, k := range kept {
+		if !isOpen(k) || identity(t, k) != identity(t, fd) {
+			t.Errorf("delivered descriptor %d is not the file sent", k)
+		}
+		unix.Close(k)
+	}
+	if got := countFDs(); got != before {
+		t.Errorf("%d descriptors after the error and closing the delivered ones, want %d", got, before)
+	}
+}

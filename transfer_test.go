@@ -4,6 +4,7 @@ package molt_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -16,15 +17,30 @@ import (
 
 func init() { roles["claim-many"] = roleClaimMany }
 
-// envListenerCount is how many "127.0.0.1:0" listeners roleClaimMany claims.
-const envListenerCount = "MOLT_TEST_LISTENERS"
+const (
+	// envListenerCount is how many listeners roleClaimMany claims: all at
+	// "127.0.0.1:0", but the last at envLastAddr if that is set.
+	envListenerCount = "MOLT_TEST_LISTENERS"
+	// envLastAddr is an address roleClaimMany claims before all others.
+	envLastAddr = "MOLT_TEST_LAST_ADDR"
+)
 
 // roleClaimMany claims MOLT_TEST_LISTENERS listeners at 127.0.0.1:0 (in
-// inventory order), reports their ports, becomes ready, and stops once its
-// parent is gone.
+// inventory order), the one at MOLT_TEST_LAST_ADDR first if set, reports
+// their ports, becomes ready, and stops once its parent is gone.
 func roleClaimMany() int {
 	u := mustNew(roleOptions())
 	n, _ := strconv.Atoi(os.Getenv(envListenerCount))
+	if last := os.Getenv(envLastAddr); last != "" {
+		proctest.Say("claiming-last pid=%d", os.Getpid())
+		ln, err := u.Listen("tcp", last)
+		if err != nil {
+			proctest.Say("listen-error err=%q", err.Error())
+			return 15
+		}
+		proctest.Say("claimed-last addr=%s", ln.Addr())
+		n--
+	}
 	ports := make([]string, n)
 	for i := range ports {
 		ln, err := u.Listen("tcp", "127.0.0.1:0")
@@ -112,7 +128,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 	}
 	got := ev.Wait(t, "claimed")
 	if got["count"] != strconv.Itoa(n) || got["ports"] != strings.Join(ports, ",") {
-		t.Errorf("successor claimed %s listeners on ports %s;\nwant %d on %s", got["count"], got["ports"], n, strings.Join(ports, ","))
+		t.Errorf("successor claimed %s listeners, want %d: %s", got["count"], n, portsDiff(got["ports"], ports))
 	}
 	// Two listeners fewer, and no duplicate kept for the hand-off; the
 	// channel to the successor stays open until Stop.
@@ -138,4 +154,61 @@ func TestCloseDuringHandoff(t *testing.T) {
 	if got := settle(base, func() int { return countFDs(t) }); got != base {
 		t.Errorf("%d descriptors once the successor exited, want %d as before the test", got, base)
 	}
+}
+
+// TestListenWaitsForInventory holds the hand-off after its first batch
+// while the successor asks for the last entry: its Listen waits for that
+// entry to arrive and returns the inherited socket, not a new one.
+func TestListenWaitsForInventory(t *testing.T) {
+	n := 2*molt.SendBatch + 1
+	ev, w := pipe(t)
+	u := newUpgrader(t, molt.Options{
+		Command: roleCommand("claim-many", "", w, nil, envListenerCount+"="+strconv.Itoa(n), envLastAddr+"=127.0.0.2:0"),
+	})
+	ports := make([]string, n-1)
+	for i := range ports {
+		ln, err := u.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ports[i], _ = net.SplitHostPort(ln.Addr().String())
+	}
+	last, err := u.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	batches := 0
+	molt.SetTestHookBatchSent(func(int, int) {
+		if batches++; batches == 1 {
+			// The successor has 200 of 401 entries and asks for the last.
+			ev.Wait(t, "claiming-last")
+		}
+	})
+	t.Cleanup(func() { molt.SetTestHookBatchSent(nil) })
+
+	if err := u.Upgrade(context.Background()); err != nil {
+		t.Fatalf("Upgrade = %v", err)
+	}
+	if got := ev.Wait(t, "claimed-last"); got["addr"] != last.Addr().String() {
+		t.Errorf("successor's listener at 127.0.0.2:0 is %s, want the inherited %s", got["addr"], last.Addr())
+	}
+	if got := ev.Wait(t, "claimed"); got["ports"] != strings.Join(ports, ",") {
+		t.Errorf("successor's other listeners: %s", portsDiff(got["ports"], ports))
+	}
+	u.Stop()
+	ev.Wait(t, "stopped")
+}
+
+// portsDiff describes how a reported list of ports differs from want.
+func portsDiff(got string, want []string) string {
+	g := strings.Split(got, ",")
+	for i := range min(len(g), len(want)) {
+		if g[i] != want[i] {
+			return fmt.Sprintf("port %d of %d is %s, want %s", i, len(want), g[i], want[i])
+		}
+	}
+	return fmt.Sprintf("%d ports, want %d", len(g), len(want))
 }
