@@ -41,7 +41,7 @@ func (u *Upgrader) connectParent(fdText string) (handoff.Hello, error) {
 	u.inventoryDone = hello.Entries == 0
 	n := min(hello.Entries, maxPrealloc)
 	u.entries = make([]*entry, 0, n)
-	u.unclaimed = make(map[inheritKey][]*entry, n)
+	u.inherited = make([]*entry, 0, n)
 	return hello, nil
 }
 
@@ -84,10 +84,7 @@ func (u *Upgrader) receiveInventory(n int) {
 // addInherited books a batch of inherited entries, unclaimed, and wakes
 // whoever waits for them. After Stop it closes them instead.
 func (u *Upgrader) addInherited(wires []handoff.Entry, fds []int) {
-	// One allocation for the batch's entries and one for their index
-	// queues, not one per entry.
-	entries := make([]entry, len(wires))
-	queues := make([]*entry, len(wires))
+	entries := make([]entry, len(wires)) // one allocation for the batch
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.state == StateStopped { // Stop has closed the inventory already
@@ -111,12 +108,9 @@ func (u *Upgrader) addInherited(wires []handoff.Entry, fds []int) {
 			wasInh:  true,
 		}
 		u.entries = append(u.entries, e)
-		k := e.inheritKey()
-		if q, ok := u.unclaimed[k]; ok {
-			u.unclaimed[k] = append(q, e) // several sockets under one address
-		} else {
-			queues[i] = e
-			u.unclaimed[k] = queues[i : i+1 : i+1]
+		u.inherited = append(u.inherited, e)
+		if u.unclaimed != nil {
+			u.indexLocked(e)
 		}
 	}
 	u.inventoryArrived.Broadcast()

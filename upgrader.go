@@ -56,9 +56,15 @@ type Upgrader struct {
 	mu      sync.Mutex // protects the fields below and every entry's fields
 	state   State
 	entries []*entry
-	// unclaimed indexes the inherited entries not yet claimed by
-	// address, in inventory order, so that claiming N listeners takes
-	// O(N), not O(N²) (measured: 44 ms of a 10,000-listener hand-off).
+	// inherited lists the inherited entries in inventory order, and
+	// next is where the first one not yet claimed may be: services claim
+	// them in the order they were created, so that entry is tried first.
+	// Only a claim out of that order builds unclaimed, an index by
+	// address of the entries from next on, kept from then on. (Hashing
+	// every entry cost 7 ms of a 10,000-listener hand-off; scanning for
+	// each claim, before, 44 ms.)
+	inherited []*entry
+	next      int
 	unclaimed map[inheritKey][]*entry
 	// inventoryDone is set once every inherited entry has arrived, or the
 	// transfer failed with inventoryErr; inventoryArrived is signalled
