@@ -400,6 +400,9 @@ func (u *Upgrader) watchParent() {
 			case <-u.stopping:
 			default:
 				u.log.Info("molt: parent gone", "parent_pid", u.parentPID, "err", errorOrEOF(err))
+				// Nothing more can come or go: a process that serves for
+				// months keeps no descriptor for its long-gone parent.
+				u.parent.Close()
 			}
 			return
 		}
