@@ -162,6 +162,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 func TestListenWaitsForInventory(t *testing.T) {
 	n := 2*molt.SendBatch + 1
 	ev, w := pipe(t)
+	base := countFDs(t)
 	u := newUpgrader(t, molt.Options{
 		Command: roleCommand("claim-many", "", w, nil, envListenerCount+"="+strconv.Itoa(n), envLastAddr+"=127.0.0.2:0"),
 	})
@@ -200,6 +201,9 @@ func TestListenWaitsForInventory(t *testing.T) {
 	}
 	u.Stop()
 	ev.Wait(t, "stopped")
+	if got := settle(base, func() int { return countFDs(t) }); got != base {
+		t.Errorf("%d descriptors once the successor exited, want %d as before the test", got, base)
+	}
 }
 
 // portsDiff describes how a reported list of ports differs from want.
