@@ -1,5 +1,5 @@
 // Package handoff measures how long an upgrade takes to hand N listening
-// TCP sockets from a serving process to its successor, for N = 1, 100,
+// TCP sockets from a serving process to its successor, for N = 1, 10, 100,
 // 1,000 and 10,000, with three systems:
 //
 //   - molt: the serving process calls Upgrader.Upgrade; its
@@ -70,15 +70,17 @@
 //
 // # Descriptors
 //
-// At an upgrade, molt holds each listener and a duplicate made for the
-// hand-off (2N descriptors); tableflip holds 2N from the start, a
-// duplicate per listener, and its fork may need up to 3N, because Go's
-// fork first moves every descriptor whose number is below its place in the
-// child above the highest one. With RLIMIT_NOFILE at 20,000, N = 10,000
-// does not fit either (molt fits up to about 9,990): such a case fails
-// with "too many open files" (or EBADF from fork/exec) and is reported as
-// skipped, visible with -v. The exec baseline passes the listeners' own
-// descriptors and needs N.
+// At an upgrade, molt sends the listeners' own descriptors, a batch of 200
+// at a time, and holds N; tableflip holds 2N from the start, a duplicate
+// per listener, and its fork may need up to 3N, because Go's fork first
+// moves every descriptor whose number is below its place in the child
+// above the highest one. The driver raises RLIMIT_NOFILE to 3N + 256 if it
+// may (root may, up to fs.nr_open; a container without CAP_SYS_RESOURCE
+// may not). Where it stays lower, a case that does not fit fails with
+// "too many open files" (or EBADF from fork/exec) and is reported as
+// skipped, visible with -v: with a hard limit of 20,000, tableflip cannot
+// hold 10,000 listeners at all. The exec baseline passes the listeners'
+// own descriptors and needs N.
 //
 // # Running it
 //

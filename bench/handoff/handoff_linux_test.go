@@ -14,7 +14,7 @@ import (
 )
 
 var (
-	listenerCounts = flag.String("handoff.listeners", "1,100,1000,10000",
+	listenerCounts = flag.String("handoff.listeners", "1,10,100,1000,10000",
 		"comma-separated listener counts of BenchmarkHandoff")
 	cpuProfileDir = flag.String("handoff.cpuprofile", "",
 		"directory for CPU profiles of each generation's part of every hand-off")
