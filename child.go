@@ -57,24 +57,31 @@ const maxPrealloc = 16384
 // and recorded for them to return. Then it watches the parent.
 func (u *Upgrader) receiveInventory(n int) {
 	err := u.parent.RecvInventoryBatches(n, u.addInherited)
-	if err == nil {
+	switch {
+	case err == nil:
 		u.parent.SetDeadline(time.Time{})
-	} else {
+	case isDone(u.stopping): // Stop closed the channel
+		err = ErrStopped
+	default:
 		err = fmt.Errorf("molt: hand-off from parent: %w", err)
-		if !isDone(u.stopping) {
-			u.log.Error("molt: hand-off from parent failed", "err", err)
-			u.sendMu.Lock()
-			u.parent.SetWriteDeadline(time.Now().Add(time.Second))
-			u.parent.SendFailed(err.Error())
-			u.sendMu.Unlock()
-		}
+		u.log.Error("molt: hand-off from parent failed", "err", err)
+		u.sendMu.Lock()
+		u.parent.SetWriteDeadline(time.Now().Add(time.Second))
+		u.parent.SendFailed(err.Error())
+		u.sendMu.Unlock()
+		// A parent still sending gets EPIPE at once instead of blocking
+		// on a full socket until its deadline, holding its listeners.
+		u.parent.CloseRead()
 	}
 	u.mu.Lock()
 	u.inventoryDone, u.inventoryErr = true, err
 	u.inventoryArrived.Broadcast()
 	u.mu.Unlock()
 	if err != nil {
-		close(u.parentGone) // the channel is broken: nothing more comes
+		// The channel is broken, but the parent lives on (and will end
+		// this process): WaitForParent returns only at Stop.
+		<-u.stopping
+		close(u.parentGone)
 		u.wg.Done()
 		return
 	}

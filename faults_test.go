@@ -62,7 +62,7 @@ func init() { roles["fault"] = roleFault }
 // it drains and exits) that fails at the step MOLT_FAULT names:
 //
 //	crash-before-new     SIGKILLs itself before New reads anything
-//	crash-mid-inventory  SIGKILLs itself inside New, between two inventory batches
+//	crash-mid-inventory  SIGKILLs itself between two inventory batches (received in the background after New)
 //	crash-before-ready   SIGKILLs itself after New and Listen, before Ready
 //	serve-then-crash     serves before Ready (as README shows) and SIGKILLs itself after 20 requests
 //	crash-after-ready    SIGKILLs itself right after READY was sent, before the ACK
@@ -70,7 +70,7 @@ func init() { roles["fault"] = roleFault }
 //	low-nofile           lowers RLIMIT_NOFILE to 40 before New
 //	release              waits for a line on standard input before Ready
 //	pause-before-new     once the whole hand-off is queued, waits for its parent's death before New
-//	pause-mid-inventory  the same, but inside New between two inventory batches
+//	pause-mid-inventory  the same, but between two inventory batches
 //	pause-before-ready   serves, then waits for its parent's death before Ready
 //
 // With no fault it serves. Processes that fail never accepted a connection,

@@ -55,8 +55,8 @@ func (u *Upgrader) sendBatch(c *handoff.Conn, batch []*entry, wires []handoff.En
 	for i, e := range batch {
 		wires = append(wires, e.wire())
 		e.unsent = false
-		if fd, ok := u.closedEarly[e]; ok {
-			delete(u.closedEarly, e)
+		if fd, ok := u.earlyDups[e]; ok {
+			delete(u.earlyDups, e)
 			fds[i] = fd
 			early = append(early, fd)
 			continue
@@ -126,10 +126,10 @@ func (u *Upgrader) keepForHandoffLocked(e *entry) {
 	if err != nil {
 		return // closed already: sendBatch finds out and fails the upgrade, saying so
 	}
-	if u.closedEarly == nil {
-		u.closedEarly = make(map[*entry]int)
+	if u.earlyDups == nil {
+		u.earlyDups = make(map[*entry]int)
 	}
-	u.closedEarly[e] = fd
+	u.earlyDups[e] = fd
 }
 
 // endSend forgets what an upgrade did not send: the marks of the entries
@@ -140,10 +140,10 @@ func (u *Upgrader) endSend() {
 	for _, e := range u.entries {
 		e.unsent = false
 	}
-	for _, fd := range u.closedEarly {
+	for _, fd := range u.earlyDups {
 		closeFD(fd)
 	}
-	u.closedEarly = nil
+	u.earlyDups = nil
 }
 
 // testHookBatchSent, if not nil, is called by sendInventory after each

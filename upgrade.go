@@ -92,6 +92,8 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 // beginUpgrade moves Ready → Upgrading and returns the entries to hand
 // over, in inventory order (see sendInventory). A file closed behind the
 // Upgrader's back (by its user, not through molt) leaves the inventory.
+// Only a file can be: every socket is handed out wrapped, and its Close
+// goes through release.
 func (u *Upgrader) beginUpgrade() ([]*entry, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -108,15 +110,37 @@ func (u *Upgrader) beginUpgrade() ([]*entry, error) {
 	case StateStopped:
 		return nil, ErrStopped
 	}
+	// File gives out the *os.File itself, which its user may close
+	// behind molt's back, during the upgrade too: files are duplicated
+	// now, so each goes over as it is at this moment (or is left out,
+	// closed already).
+	dups := make(map[*entry]int)
+	for _, e := range u.entries {
+		if e.kind != handoff.KindFile {
+			continue
+		}
+		fd, err := dupFD(e.live)
+		if err != nil && !errors.Is(err, errClosedHandle) {
+			for _, fd := range dups {
+				closeFD(fd)
+			}
+			return nil, fmt.Errorf("molt: duplicate %s for the hand-off: %w", e.describe(), err)
+		}
+		if err == nil {
+			dups[e] = fd
+		}
+	}
 	kept := u.entries[:0]
 	for _, e := range u.entries {
-		if !isOpen(e.live) {
+		_, dup := dups[e]
+		if (e.kind == handoff.KindFile && !dup) || (e.kind != handoff.KindFile && !isOpen(e.live)) {
 			u.log.Info("molt: entry closed by its user; left out of the hand-off", "entry", e.describe())
 			continue
 		}
 		e.unsent = true
 		kept = append(kept, e)
 	}
+	u.earlyDups = dups
 	clear(u.entries[len(kept):])
 	u.entries = kept
 	u.state = StateUpgrading
@@ -194,33 +218,56 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*successor, e
 	s.conn.SetDeadline(deadline)
 	// ctx's end interrupts the channel's reads and writes at once.
 	defer context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })()
-	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
-	if err := s.conn.SendHello(hello); err != nil {
-		return nil, u.failHandoff(ctx, s, err)
-	}
-	if err := u.sendInventory(s.conn, plan); err != nil {
-		return nil, u.failHandoff(ctx, s, err)
-	}
-
+	// The successor's first message is read from the start: a FAILED
+	// that comes while the inventory is still being sent stops the send
+	// (whose batch holds listeners that a Close would wait for) at once.
 	replies := make(chan reply, 1)
 	go func() { // ends at the first message, end-of-file, the deadline, or conn.Close
 		m, err := s.conn.RecvMessage()
+		s.conn.SetWriteDeadline(time.Unix(1, 0)) // nothing more to send before the next step sets its own
 		replies <- reply{m, err}
 	}()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-
 	var (
 		r        reply
 		answered bool // r holds the reader's result; the reader has ended
 	)
-	fail := func(cause error, grace time.Duration, preferExit bool) error {
-		err := s.fail(StageInit, cause, grace, preferExit)
+	failAt := func(stage Stage, cause error, grace time.Duration, preferExit bool) error {
+		err := s.fail(stage, cause, grace, preferExit)
 		if !answered {
 			<-replies // the closed channel ends the reader
 		}
 		return err
 	}
+	fail := func(cause error, grace time.Duration, preferExit bool) error {
+		return failAt(StageInit, cause, grace, preferExit)
+	}
+
+	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
+	err = s.conn.SendHello(hello)
+	if err == nil {
+		err = u.sendInventory(s.conn, plan)
+	}
+	if err != nil {
+		if ctx.Err() != nil { // ctx's end (or Stop) interrupted the send
+			return nil, failAt(StageHandoff, context.Cause(ctx), 0, false)
+		}
+		// The successor may have said why it stopped reading; it did so
+		// before it stopped, so its words are here already if at all.
+		t := time.NewTimer(time.Second)
+		select {
+		case r = <-replies:
+			answered = true
+		case <-t.C:
+		}
+		t.Stop()
+		if answered && r.err == nil && r.msg.Type == handoff.TypeFailed {
+			return nil, fail(r.cause(), min(exitGrace, time.Until(deadline)), false)
+		}
+		return nil, failAt(StageHandoff, err, exitGrace, true)
+	}
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	select {
 	case r = <-replies:
 		answered = true
@@ -250,15 +297,6 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*successor, e
 	case <-ctx.Done():
 		return nil, fail(context.Cause(ctx), 0, false)
 	}
-}
-
-// failHandoff ends an upgrade whose hand-off could not be written: ctx
-// ended (or Stop), or the successor is gone or not reading.
-func (u *Upgrader) failHandoff(ctx context.Context, s *successor, err error) error {
-	if ctx.Err() != nil {
-		return s.fail(StageHandoff, context.Cause(ctx), 0, false)
-	}
-	return s.fail(StageHandoff, err, exitGrace, true)
 }
 
 // reply is the successor's first message, or why there was none.

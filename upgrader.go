@@ -72,15 +72,16 @@ type Upgrader struct {
 	inventoryDone    bool
 	inventoryErr     error
 	inventoryArrived sync.Cond
-	// closedEarly holds the duplicates release made, for the running
-	// upgrade, of entries their users closed before it sent them.
-	closedEarly map[*entry]int
-	exit        chan struct{} // closed once, when reason leaves NotExited
-	reason      ExitReason
-	upgrading   chan struct{}  // closed when the running Upgrade has finished; nil when none runs
-	successor   *successor     // the successor that took over; nil before
-	last        *UpgradeResult // the latest upgrade started by this generation; nil before
-	failures    int            // failed upgrades started by this generation
+	// earlyDups holds duplicates made for the running upgrade before the
+	// batch of their entry: of files (see beginUpgrade) and of entries
+	// their users closed before it was sent (see keepForHandoffLocked).
+	earlyDups map[*entry]int
+	exit      chan struct{} // closed once, when reason leaves NotExited
+	reason    ExitReason
+	upgrading chan struct{}  // closed when the running Upgrade has finished; nil when none runs
+	successor *successor     // the successor that took over; nil before
+	last      *UpgradeResult // the latest upgrade started by this generation; nil before
+	failures  int            // failed upgrades started by this generation
 }
 
 // New creates the process's Upgrader. If this process was started by an
@@ -205,6 +206,8 @@ func (u *Upgrader) Ready() error {
 	for _, e := range unclaimed {
 		u.removeLocked(e)
 	}
+	// Nothing inherited is left to claim: the bookkeeping can go.
+	u.inherited, u.next, u.unclaimed = nil, 0, nil
 	u.mu.Unlock()
 
 	for _, e := range unclaimed {
@@ -346,6 +349,7 @@ func (u *Upgrader) Stop() {
 	u.exitLocked(Stopped)
 	entries := u.entries
 	u.entries = nil
+	u.inherited, u.next, u.unclaimed = nil, 0, nil
 	succ := u.successor
 	u.mu.Unlock()
 

@@ -71,3 +71,6 @@ func Pair() (parent *Conn, child *os.File, err error) { return nil, nil, ErrNotS
 
 // FromFD returns ErrNotSupported. It does not close fd.
 func FromFD(fd int) (*Conn, error) { return nil, ErrNotSupported }
+
+// CloseRead returns ErrNotSupported.
+func (c *Conn) CloseRead() error { return ErrNotSupported }

@@ -66,6 +66,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(
 // net.Conn.SetWriteDeadline does.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
 
+// CloseRead shuts down the reading side: the peer's writes fail with
+// EPIPE from then on, even one blocked on a full socket.
+func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
+
 // SyscallConn gives access to the underlying socket, for checks the
 // protocol cannot make (how much the peer has not read yet).
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
