@@ -218,7 +218,11 @@ func roleOrphan() int {
 	err := u.Ready()
 	proctest.Say("ready pid=%d err=%v", os.Getpid(), err)
 	<-u.Exit()
-	srv.Close()
+	// Shutdown, not Close: the POST that called Stop may not have its
+	// response written yet.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
 	return 0
 }
 

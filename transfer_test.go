@@ -3,7 +3,9 @@
 package molt_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +17,10 @@ import (
 	"github.com/moltgo/molt/internal/proctest"
 )
 
-func init() { roles["claim-many"] = roleClaimMany }
+func init() {
+	roles["claim-many"] = roleClaimMany
+	roles["stop-while-claiming"] = roleStopWhileClaiming
+}
 
 const (
 	// envListenerCount is how many listeners roleClaimMany claims: all at
@@ -79,10 +84,11 @@ func countSockets(t *testing.T) int {
 }
 
 // TestCloseDuringHandoff closes listeners while an upgrade sends the
-// inventory in batches: one already sent, one not yet. The successor still
-// gets every listener the upgrade began with, under its port, as if the
-// inventory had been copied at once; the parent keeps no descriptor of
-// either afterwards.
+// inventory in batches: one already sent, one not yet, and a file behind
+// molt's back. The upgrade succeeds; the successor still gets every
+// listener the upgrade began with, under its port, as if the inventory had
+// been copied at once; the parent keeps no descriptor of either
+// afterwards.
 func TestCloseDuringHandoff(t *testing.T) {
 	n := 2*molt.SendBatch + 1 // three batches
 	ev, w := pipe(t)
@@ -100,6 +106,15 @@ func TestCloseDuringHandoff(t *testing.T) {
 		lns[i] = ln
 		_, ports[i], _ = net.SplitHostPort(ln.Addr().String())
 	}
+	// A file, which File gives out as it is: its user may close it
+	// behind molt's back.
+	state, err := os.CreateTemp(t.TempDir(), "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.AddFile("state", state); err != nil {
+		t.Fatal(err)
+	}
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +124,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 	molt.SetTestHookBatchSent(func(int, int) {
 		batches++
 		if batches == 1 {
-			closeErrs = append(closeErrs, sent.Close(), unsent.Close())
+			closeErrs = append(closeErrs, sent.Close(), unsent.Close(), state.Close())
 		}
 	})
 	t.Cleanup(func() { molt.SetTestHookBatchSent(nil) })
@@ -124,7 +139,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 		}
 	}
 	if batches != 3 {
-		t.Errorf("inventory of %d entries went in %d batches, want 3", n, batches)
+		t.Errorf("inventory of %d entries and a file went in %d batches, want 3", n, batches)
 	}
 	got := ev.Wait(t, "claimed")
 	if got["count"] != strconv.Itoa(n) || got["ports"] != strings.Join(ports, ",") {
@@ -215,4 +230,79 @@ func portsDiff(got string, want []string) string {
 		}
 	}
 	return fmt.Sprintf("%d ports, want %d", len(g), len(want))
+}
+
+// roleStopWhileClaiming asks for the entry at MOLT_TEST_LAST_ADDR and, on
+// a line on standard input, calls Stop meanwhile; it reports what Listen
+// returned.
+func roleStopWhileClaiming() int {
+	u := mustNew(roleOptions())
+	go func() {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		u.Stop()
+	}()
+	proctest.Say("claiming-last pid=%d", os.Getpid())
+	ln, err := u.Listen("tcp", os.Getenv(envLastAddr))
+	if err == nil {
+		ln.Close()
+	}
+	proctest.Say("listen-result stopped=%t err=%q", errors.Is(err, molt.ErrStopped), fmt.Sprint(err))
+	u.Stop()
+	return 0
+}
+
+// TestStopWhileListenWaits stops a successor whose Listen waits for an
+// entry still in transit: Listen returns ErrStopped, and the parent, still
+// sending, fails the upgrade with the successor's own words and serves on.
+func TestStopWhileListenWaits(t *testing.T) {
+	n := 2*molt.SendBatch + 1
+	ev, w := pipe(t)
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdinR.Close(); stdinW.Close() })
+	u := newUpgrader(t, molt.Options{
+		Command: roleCommand("stop-while-claiming", "", w, stdinR, envLastAddr+"=127.0.0.2:0"),
+	})
+	for range n - 1 {
+		if _, err := u.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, err := u.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	var result map[string]string
+	batches := 0
+	molt.SetTestHookBatchSent(func(int, int) {
+		if batches++; batches == 1 {
+			ev.Wait(t, "claiming-last")
+			fmt.Fprintln(stdinW, "stop")
+			result = ev.Wait(t, "listen-result")
+		}
+	})
+	t.Cleanup(func() { molt.SetTestHookBatchSent(nil) })
+
+	err = u.Upgrade(context.Background())
+	t.Logf("Upgrade: %v", err)
+	if result["stopped"] != "true" {
+		t.Errorf("Listen in a successor stopped while it waited returned %s, want ErrStopped", result["err"])
+	}
+	var re *molt.ReportedError
+	if !errors.As(err, &re) || !strings.Contains(re.Reason, "Stop") {
+		t.Errorf("Upgrade = %v, want the successor's report that it stopped", err)
+	}
+	if got := u.State(); got != molt.StateReady {
+		t.Errorf("State after the failed upgrade = %v, want ready", got)
+	}
+	c, err := net.Dial("tcp", last.Addr().String())
+	if err != nil {
+		t.Fatalf("parent's listener after the failed upgrade: %v", err)
+	}
+	c.Close()
 }
