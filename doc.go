@@ -13,7 +13,7 @@
 //
 // # Lifecycle
 //
-//	upg, err := molt.New(molt.Options{})      // receives the parent's sockets, if any
+//	upg, err := molt.New(molt.Options{})      // starts receiving the parent's sockets, if any
 //	ln, err := upg.Listen("tcp", ":8080")     // inherited, or new in generation 1
 //	go server.Serve(ln)
 //	upg.Ready()                               // the parent may stop now
@@ -36,8 +36,9 @@
 //     [*ChildError]: exit status or signal, [ErrReadyTimeout], the reason
 //     the successor reported, a hand-off error, or ctx's error.
 //   - Nothing crosses generations but the inventory: molt's environment
-//     marker is removed and every inherited descriptor is close-on-exec
-//     before [New] returns, so processes a service starts inherit nothing.
+//     marker is removed before [New] returns and every inherited
+//     descriptor arrives close-on-exec, so processes a service starts
+//     inherit nothing.
 //   - Unix socket files are removed by the generation that serves them
 //     when it closes them or stops, never while another generation may
 //     serve them.
