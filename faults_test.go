@@ -354,18 +354,7 @@ type outcome struct {
 // process check anyway.
 func countFDsButPidfds(t *testing.T) int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd on this system")
-	}
-	n := 0
-	for _, e := range entries {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "anon_inode:[pidfd]" {
-			continue
-		}
-		n++
-	}
-	return n
+	return countFDsWhere(t, func(link string) bool { return link != "anon_inode:[pidfd]" })
 }
 
 func newHarness(t *testing.T) *harness {

@@ -70,17 +70,7 @@ func roleClaimMany() int {
 // sockets (Linux).
 func countSockets(t *testing.T) int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd on this system")
-	}
-	n := 0
-	for _, e := range entries {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "socket:") {
-			n++
-		}
-	}
-	return n
+	return countFDsWhere(t, func(link string) bool { return strings.HasPrefix(link, "socket:") })
 }
 
 // TestCloseDuringHandoff closes listeners while an upgrade sends the

@@ -31,11 +31,26 @@ import (
 // countFDs returns the number of open descriptors of this process.
 func countFDs(t *testing.T) int {
 	t.Helper()
+	return countFDsWhere(t, func(string) bool { return true })
+}
+
+// countFDsWhere returns the number of this process's descriptors whose
+// /proc/self/fd link (like "socket:[123]"; "" if it is gone meanwhile)
+// satisfies keep.
+func countFDsWhere(t *testing.T, keep func(link string) bool) int {
+	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd on this system")
 	}
-	return len(entries)
+	n := 0
+	for _, e := range entries {
+		link, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if keep(link) {
+			n++
+		}
+	}
+	return n
 }
 
 // settle waits (bounded) until f() returns want, and returns its last value.
