@@ -54,9 +54,12 @@ type Stage int
 const (
 	// StageStart: the successor process could not be started.
 	StageStart Stage = iota + 1
-	// StageHandoff: the hand-off of the inventory to the successor failed.
+	// StageHandoff: the inventory could not be written to the successor
+	// while it ran (the deadline passed, or ctx ended, mid-send).
 	StageHandoff
-	// StageInit: the successor received the inventory but did not become ready.
+	// StageInit: the successor ran but did not become ready: it exited,
+	// was killed, hung or reported a failure, whether or not it had read
+	// the whole inventory.
 	StageInit
 )
 

@@ -263,6 +263,13 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*successor, e
 		if answered && r.err == nil && r.msg.Type == handoff.TypeFailed {
 			return nil, fail(r.cause(), min(exitGrace, time.Until(deadline)), false)
 		}
+		if (reply{err: err}).channelEnded() {
+			// Its end is closed: it exited (or is exiting) on its own
+			// while it initialised, before it read what we sent, as a
+			// program that does not speak molt does. Its exit status says
+			// why, as it would have had it read the inventory first.
+			return nil, fail(err, exitGrace, true)
+		}
 		return nil, failAt(StageHandoff, err, exitGrace, true)
 	}
 
