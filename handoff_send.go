@@ -21,8 +21,9 @@ const sendBatch = handoff.MaxFDsPerMessage
 // While a batch is sent its handles are held (see holdFDs): a concurrent
 // Close waits for the send instead of closing a descriptor in flight. The
 // hand-off carries every entry of plan as it was when the upgrade began:
-// an entry whose user closes it before its batch went out is duplicated
-// by release first (see keepForHandoffLocked).
+// files are duplicated then (see beginUpgrade), and an entry whose user
+// closes it before its batch went out is duplicated by release first (see
+// keepForHandoffLocked).
 func (u *Upgrader) sendInventory(c *handoff.Conn, plan []*entry) error {
 	wires := make([]handoff.Entry, 0, min(len(plan), sendBatch))
 	for len(plan) > 0 {
@@ -50,7 +51,7 @@ func (u *Upgrader) sendBatch(c *handoff.Conn, batch []*entry, wires []handoff.En
 	}()
 	fds := make([]int, len(batch)) // -1: the handle's own, filled in by holdFDs
 	var held []liveHandle
-	var early []int // duplicates release made; closed once sent
+	var early []int // duplicates made ahead (see Upgrader.earlyDups); closed once sent
 	defer func() { closeFDs(early) }()
 	for i, e := range batch {
 		wires = append(wires, e.wire())
@@ -133,7 +134,7 @@ func (u *Upgrader) keepForHandoffLocked(e *entry) {
 }
 
 // endSend forgets what an upgrade did not send: the marks of the entries
-// it did not reach (it failed) and the duplicates release made for them.
+// it did not reach (it failed) and the duplicates made ahead for them.
 func (u *Upgrader) endSend() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
