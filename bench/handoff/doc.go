@@ -4,8 +4,9 @@
 //
 //   - molt: the serving process calls Upgrader.Upgrade; its
 //     successor (the same binary) calls molt.New, takes the N listeners
-//     back with Upgrader.Listen under the same addresses and calls Ready,
-//     which returns once the old process acknowledged.
+//     back with Upgrader.Listen under the same addresses (as the inventory
+//     arrives) and calls Ready, which returns once the old process
+//     acknowledged.
 //   - tableflip: the same with github.com/cloudflare/tableflip: New, Listen,
 //     Upgrade, Ready (which returns once it has written its ready byte), Exit.
 //   - exec: the baseline. The serving process starts the same binary with
