@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/bench/internal/generation"
 	"github.com/moltgo/molt/drain"
 )
 
@@ -171,43 +172,14 @@ func runMoltServer() int {
 	gen := upg.Generation()
 	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
 
-	var upgrades sync.WaitGroup
-	reason := ""
-loop:
-	for {
-		select {
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				upgrades.Go(func() { upgrade(upg) })
-				continue
-			}
-			reason = "signal " + s.String()
-			upg.Stop() // a stop for good: interrupt an upgrade, close the listener
-			break loop
-		case <-upg.Exit():
-			reason = upg.Reason().String()
-			break loop
-		case err := <-served:
-			reason = fmt.Sprintf("serve ended: %v", err)
-			upg.Stop()
-			break loop
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), serverDrainTimeout)
-	defer cancel()
-	start := time.Now()
-	drainErr := ds.Drain(ctx)
-	took := time.Since(start)
-	upg.Stop()
-	upgrades.Wait()
-	e := serverEvent{Event: "exit", Gen: gen, Reason: reason, DrainUS: max(1, took.Microseconds())}
-	if drainErr != nil {
-		e.Err = drainErr.Error()
-	}
-	emit(e)
-	if drainErr != nil {
+	end := generation.Run(upg, ds, sigs, served, upgrade, serverDrainTimeout)
+	e := serverEvent{Event: "exit", Gen: gen, Reason: end.Reason, DrainUS: max(1, end.Drain.Microseconds())}
+	if end.DrainErr != nil {
+		e.Err = end.DrainErr.Error()
+		emit(e)
 		return 1
 	}
+	emit(e)
 	return 0
 }
 
