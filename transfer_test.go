@@ -12,14 +12,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/internal/proctest"
+	"golang.org/x/sys/unix"
 )
 
 func init() {
 	roles["claim-many"] = roleClaimMany
 	roles["stop-while-claiming"] = roleStopWhileClaiming
+	roles["fail-inventory-hang"] = roleFailInventoryHang
 }
 
 const (
@@ -295,4 +298,56 @@ func TestStopWhileListenWaits(t *testing.T) {
 		t.Fatalf("parent's listener after the failed upgrade: %v", err)
 	}
 	c.Close()
+}
+
+// roleFailInventoryHang cannot take the inventory (RLIMIT_NOFILE 40, so a
+// batch of descriptors arrives truncated), reports what File returned, and
+// then hangs without reading, as a wedged successor would, until killed.
+func roleFailInventoryHang() int {
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 40, Max: 40}); err != nil {
+		proctest.Say("setrlimit-error err=%q", err.Error())
+		return 16
+	}
+	u := mustNew(roleOptions())
+	_, err := u.File("f0" + strings.Repeat("x", 300))
+	proctest.Say("claimed err=%q", fmt.Sprint(err))
+	select {}
+}
+
+// TestFailedSuccessorStopsTheSend: a successor whose inventory failed
+// stops reading while the parent still has thousands of entries to send,
+// more than the socket holds (long names: 600 kB of metadata). The parent must not wait out ReadyTimeout
+// on a blocked send (holding a batch of its handles): it reads the
+// successor's FAILED, stops sending and reports the successor's reason.
+func TestFailedSuccessorStopsTheSend(t *testing.T) {
+	const files = 2000
+	pad := strings.Repeat("x", 300)
+	ev, w := pipe(t)
+	u := newUpgrader(t, molt.Options{
+		ReadyTimeout: 10 * time.Minute, // far beyond the test's own deadline: a blocked send would show
+		Command:      roleCommand("fail-inventory-hang", "", w, nil),
+	})
+	for i := range files {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := u.AddFile("f"+strconv.Itoa(i)+pad, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	err := u.Upgrade(context.Background())
+	var re *molt.ReportedError
+	if !errors.As(err, &re) || !strings.Contains(re.Reason, "MSG_CTRUNC") {
+		t.Fatalf("Upgrade = %v, want the successor's report naming MSG_CTRUNC", err)
+	}
+	if got := ev.Wait(t, "claimed"); !strings.Contains(got["err"], "MSG_CTRUNC") {
+		t.Errorf("successor's File = %s, want the transfer's error", got["err"])
+	}
+	if got := u.State(); got != molt.StateReady {
+		t.Errorf("State after the failed upgrade = %v, want ready", got)
+	}
 }
