@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -11,11 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/bench/internal/eventlog"
 	"github.com/moltgo/molt/bench/internal/generation"
 	"github.com/moltgo/molt/drain"
 )
@@ -56,20 +55,11 @@ type serverEvent struct {
 	Reason  string `json:"reason,omitempty"`   // exit
 }
 
-var emitMu sync.Mutex
-
-// emit prints e as one line in a single write, so that the lines of the
-// generations sharing the pipe never interleave.
+// emit stamps e with this process and the time and prints it.
 func emit(e serverEvent) {
 	e.PID = os.Getpid()
 	e.UnixNS = time.Now().UnixNano()
-	b, err := json.Marshal(e)
-	if err != nil {
-		panic(err) // serverEvent always marshals
-	}
-	emitMu.Lock()
-	defer emitMu.Unlock()
-	os.Stdout.Write(append(b, '\n'))
+	eventlog.Emit(e)
 }
 
 // serverMux serves the three endpoints the clients use.

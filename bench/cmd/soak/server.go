@@ -12,11 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/bench/internal/eventlog"
 	"github.com/moltgo/molt/bench/internal/generation"
 	"github.com/moltgo/molt/drain"
 )
@@ -48,20 +48,11 @@ type serverEvent struct {
 	Reason       string `json:"reason,omitempty"`        // exit
 }
 
-var emitMu sync.Mutex
-
-// emit prints e as one line in a single write, so that the lines of the
-// processes sharing the pipe never interleave.
+// emit stamps e with this process and the time and prints it.
 func emit(e serverEvent) {
 	e.PID = os.Getpid()
 	e.UnixNS = time.Now().UnixNano()
-	b, err := json.Marshal(e)
-	if err != nil {
-		panic(err) // serverEvent always marshals
-	}
-	emitMu.Lock()
-	defer emitMu.Unlock()
-	os.Stdout.Write(append(b, '\n'))
+	eventlog.Emit(e)
 }
 
 // runServer plays one server generation and returns its exit status.

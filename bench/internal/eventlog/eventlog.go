@@ -14,6 +14,22 @@ import (
 	"sync"
 )
 
+// emitMu serialises this process's Emit calls.
+var emitMu sync.Mutex
+
+// Emit prints event on standard output as one JSON line in a single
+// write, so that the lines of the processes sharing the pipe never
+// interleave. It is the writing side of Log.
+func Emit(event any) {
+	b, err := json.Marshal(event)
+	if err != nil {
+		panic(err) // the event types are plain structs: they always marshal
+	}
+	emitMu.Lock()
+	defer emitMu.Unlock()
+	os.Stdout.Write(append(b, '\n'))
+}
+
 // ErrOutputEnded is returned by Wait when no process holds the pipe any
 // more and no event matched.
 var ErrOutputEnded = errors.New("the servers' output ended")
