@@ -2,6 +2,7 @@ package molt
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -21,9 +22,12 @@ func (u *Upgrader) connectParent(fdText string) (handoff.Hello, error) {
 	if err != nil || fd < 0 {
 		return handoff.Hello{}, fmt.Errorf("molt: %s=%q is not a descriptor number", envHandoffFD, fdText)
 	}
-	c, err := handoff.FromFD(fd)
+	// Only the channel of the process that started this one is used: a
+	// stray or forged marker naming stdout, a log socket or any other
+	// descriptor is refused, and that descriptor is left as it is.
+	c, err := handoff.FromFD(fd, os.Getppid())
 	if err != nil {
-		return handoff.Hello{}, fmt.Errorf("molt: %s=%d: %w", envHandoffFD, fd, err)
+		return handoff.Hello{}, fmt.Errorf("molt: %s=%d is not a hand-off channel from the parent process: %w", envHandoffFD, fd, err)
 	}
 	c.SetDeadline(time.Now().Add(u.opts.readyTimeout())) // the whole hand-off; cleared once the inventory is in
 	hello, err := c.RecvHello()

@@ -70,7 +70,7 @@ func (c *Conn) RecvMessage() (Message, error) { return Message{}, ErrNotSupporte
 func Pair() (parent *Conn, child *os.File, err error) { return nil, nil, ErrNotSupported }
 
 // FromFD returns ErrNotSupported. It does not close fd.
-func FromFD(fd int) (*Conn, error) { return nil, ErrNotSupported }
+func FromFD(fd, parent int) (*Conn, error) { return nil, ErrNotSupported }
 
 // CloseRead returns ErrNotSupported.
 func (c *Conn) CloseRead() error { return ErrNotSupported }

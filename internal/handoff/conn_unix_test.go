@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,7 +31,7 @@ func pipePair(t testing.TB) (parent, child *Conn) {
 		parent.Close()
 		t.Fatal(err)
 	}
-	child, err = FromFD(fd)
+	child, err = FromFD(fd, os.Getpid())
 	if err != nil {
 		parent.Close()
 		t.Fatal(err)
@@ -771,14 +772,14 @@ func TestFromFD(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = FromFD(fd)
+		_, err = FromFD(fd, os.Getpid())
 		if want := fmt.Sprintf("handoff: fd %d is not a socket (it is a regular file)", fd); err == nil || err.Error() != want {
 			t.Fatalf("got %v, want %q", err, want)
 		}
-		if isOpen(fd) {
-			unix.Close(fd)
-			t.Fatalf("FromFD left fd %d open", fd)
+		if !isOpen(fd) {
+			t.Fatalf("FromFD closed fd %d, which it refused", fd)
 		}
+		unix.Close(fd)
 	})
 	t.Run("pipe", func(t *testing.T) {
 		var p [2]int
@@ -786,7 +787,8 @@ func TestFromFD(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer unix.Close(p[1])
-		_, err := FromFD(p[0])
+		defer unix.Close(p[0])
+		_, err := FromFD(p[0], os.Getpid())
 		if err == nil || !strings.Contains(err.Error(), "is not a socket (it is a pipe)") {
 			t.Fatalf("got %v", err)
 		}
@@ -797,11 +799,11 @@ func TestFromFD(t *testing.T) {
 			t.Fatal(err)
 		}
 		unix.Close(fd)
-		_, err = FromFD(fd)
+		_, err = FromFD(fd, os.Getpid())
 		if want := fmt.Sprintf("handoff: fd %d is not open", fd); err == nil || err.Error() != want {
 			t.Fatalf("got %v, want %q", err, want)
 		}
-		if _, err := FromFD(-1); err == nil {
+		if _, err := FromFD(-1, os.Getpid()); err == nil {
 			t.Fatalf("FromFD(-1) succeeded")
 		}
 	})
@@ -814,14 +816,14 @@ func TestFromFD(t *testing.T) {
 		rc, _ := pc.(*net.UDPConn).SyscallConn()
 		var dup int
 		rc.Control(func(u uintptr) { dup, _ = dupFD(u) })
-		_, err = FromFD(dup)
+		_, err = FromFD(dup, os.Getpid())
 		if want := fmt.Sprintf("handoff: fd %d is a datagram socket, not a stream socket", dup); err == nil || err.Error() != want {
 			t.Fatalf("got %v, want %q", err, want)
 		}
-		if isOpen(dup) {
-			unix.Close(dup)
-			t.Fatalf("FromFD left fd %d open", dup)
+		if !isOpen(dup) {
+			t.Fatalf("FromFD closed fd %d, which it refused", dup)
 		}
+		unix.Close(dup)
 	})
 	t.Run("tcp socket", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -832,9 +834,72 @@ func TestFromFD(t *testing.T) {
 		rc, _ := ln.(*net.TCPListener).SyscallConn()
 		var dup int
 		rc.Control(func(u uintptr) { dup, _ = dupFD(u) })
-		_, err = FromFD(dup)
+		defer unix.Close(dup)
+		_, err = FromFD(dup, os.Getpid())
 		if want := fmt.Sprintf("handoff: fd %d is an IPv4 socket, not a Unix domain socket", dup); err == nil || err.Error() != want {
 			t.Fatalf("got %v, want %q", err, want)
+		}
+	})
+	for fd, name := range []string{"standard input", "standard output", "standard error"} {
+		t.Run(name, func(t *testing.T) {
+			// Nothing is asked of the descriptor: its state stays what it is.
+			_, err := FromFD(fd, os.Getpid())
+			if want := fmt.Sprintf("handoff: fd %d is %s, never the hand-off channel", fd, name); err == nil || err.Error() != want {
+				t.Fatalf("got %v, want %q", err, want)
+			}
+			if !isOpen(fd) {
+				t.Fatalf("fd %d closed", fd)
+			}
+		})
+	}
+	t.Run("socket connected to a path", func(t *testing.T) {
+		// As stdout is under journald: a Unix stream socket, but not a pair.
+		path := filepath.Join(t.TempDir(), "journal")
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = FromFD(fd, os.Getpid())
+		if want := fmt.Sprintf("handoff: fd %d is connected to %s, not to its parent", fd, path); err == nil || err.Error() != want {
+			t.Fatalf("got %v, want %q", err, want)
+		}
+		assertUntouched(t, fd, ln)
+	})
+	t.Run("pair of another process", func(t *testing.T) {
+		// This process made the pair and runs; it is not the named parent.
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		other := os.Getppid()
+		_, err = FromFD(fds[1], other)
+		if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+			if err != nil {
+				t.Fatalf("got %v; want success where the peer process is unknown", err)
+			}
+			return
+		}
+		if want := fmt.Sprintf("handoff: fd %d belongs to process %d, not to the parent %d", fds[1], os.Getpid(), other); err == nil || err.Error() != want {
+			t.Fatalf("got %v, want %q", err, want)
+		}
+		if !isOpen(fds[1]) {
+			t.Fatalf("FromFD closed fd %d, which it refused", fds[1])
+		}
+		// Nothing was written into it.
+		unix.SetNonblock(fds[0], true)
+		if n, err := unix.Read(fds[0], make([]byte, 16)); n > 0 || !errors.Is(err, unix.EAGAIN) {
+			t.Fatalf("the peer read %d bytes (%v), want none", n, err)
 		}
 	})
 	t.Run("unix stream socket", func(t *testing.T) {
@@ -848,7 +913,7 @@ func TestFromFD(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		child, err := FromFD(fd)
+		child, err := FromFD(fd, os.Getpid())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -864,6 +929,30 @@ func TestFromFD(t *testing.T) {
 			t.Fatalf("RecvMessage = %+v, %v", m, err)
 		}
 	})
+}
+
+// assertUntouched checks that fd, connected to ln, is still open and that
+// nothing was written into it: the first byte ln's side reads is the one
+// written now.
+func assertUntouched(t *testing.T, fd int, ln net.Listener) {
+	t.Helper()
+	if !isOpen(fd) {
+		t.Fatalf("fd %d was closed", fd)
+	}
+	if _, err := unix.Write(fd, []byte{'!'}); err != nil {
+		t.Fatalf("write to fd %d: %v", fd, err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 16)
+	n, err := c.Read(b)
+	if err != nil || string(b[:n]) != "!" {
+		t.Fatalf("the peer read %q (%v), want only the byte written after the check", b[:n], err)
+	}
 }
 
 // countFDs returns the number of open descriptors, or -1 without /proc/self/fd.

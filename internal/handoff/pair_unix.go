@@ -39,29 +39,30 @@ func Pair() (parent *Conn, child *os.File, err error) {
 	return NewConn(uc), os.NewFile(uintptr(fds[1]), "handoff-child"), nil
 }
 
-// FromFD returns a Conn for the inherited descriptor fd, which must be an
-// open, connected AF_UNIX SOCK_STREAM socket (in the child: the end that the
-// parent passed in ExtraFiles). It takes ownership of fd and closes it
-// whether it succeeds or not (the Conn works on a close-on-exec duplicate),
-// except when fd is not open at all. It does not block.
+// FromFD returns a Conn for the inherited descriptor fd, the child's end of
+// the hand-off channel, after checking that it is one: an open, connected
+// AF_UNIX SOCK_STREAM socket whose peer is unnamed (a socketpair end, not a
+// socket connected to a listening path such as journald's stdout stream)
+// and was created by the process parent, the one that started this
+// process. A peer created by another process that still runs is refused;
+// one whose creator is gone is accepted, since a parent that died after
+// starting its successor leaves exactly that, with its inventory still in
+// the socket's buffer. (Where the system does not tell a socket's peer
+// process, that check is skipped.) Standard input, output and error (fd 0,
+// 1 and 2) are refused before anything is asked of them.
+//
+// If a check fails, fd is left as it was: FromFD never reads, writes or
+// closes a descriptor that may belong to someone else. On success the Conn
+// works on a close-on-exec, non-blocking duplicate and fd is closed. It
+// does not block.
 //
 // Errors name the descriptor and what it is instead, for example
-// "handoff: fd 3 is not open", "handoff: fd 3 is not a socket (it is a
-// regular file)", "handoff: fd 3 is a datagram socket, not a stream socket"
-// or "handoff: fd 3 is an IPv4 socket, not a Unix domain socket".
-func FromFD(fd int) (*Conn, error) {
-	if fd < 0 {
-		return nil, fmt.Errorf("handoff: fd %d is not open", fd)
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-		if errors.Is(err, unix.EBADF) {
-			return nil, fmt.Errorf("handoff: fd %d is not open", fd)
-		}
-		unix.Close(fd)
-		return nil, fmt.Errorf("handoff: fd %d: %w", fd, os.NewSyscallError("fcntl", err))
-	}
-	if err := checkUnixStream(fd); err != nil {
-		unix.Close(fd)
+// "handoff: fd 1 is standard output, never the hand-off channel",
+// "handoff: fd 3 is not a socket (it is a regular file)", "handoff: fd 3
+// is a datagram socket, not a stream socket" or "handoff: fd 3 is
+// connected to /run/systemd/journal/stdout, not to its parent".
+func FromFD(fd, parent int) (*Conn, error) {
+	if err := checkChannel(fd, parent); err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "handoff-fd-"+strconv.Itoa(fd))
@@ -76,6 +77,61 @@ func FromFD(fd int) (*Conn, error) {
 		return nil, fmt.Errorf("handoff: fd %d is a %T, not a Unix stream socket", fd, fc)
 	}
 	return NewConn(uc), nil
+}
+
+// stdio names the descriptors a process is started with, which are never
+// a hand-off channel: a stray MOLT_HANDOFF_FD=1 must not end the service's
+// output (under journald, stdout is a Unix stream socket too).
+var stdio = [...]string{"standard input", "standard output", "standard error"}
+
+// checkChannel returns an error unless fd is a hand-off channel whose peer
+// was created by parent (or by a process that is gone). It only asks the
+// kernel about fd: it never reads, writes or closes it.
+func checkChannel(fd, parent int) error {
+	if fd >= 0 && fd < len(stdio) {
+		return fmt.Errorf("handoff: fd %d is %s, never the hand-off channel", fd, stdio[fd])
+	}
+	if fd < 0 {
+		return fmt.Errorf("handoff: fd %d is not open", fd)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		if errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("handoff: fd %d is not open", fd)
+		}
+		return fmt.Errorf("handoff: fd %d: %w", fd, os.NewSyscallError("fcntl", err))
+	}
+	if err := checkUnixStream(fd); err != nil {
+		return err
+	}
+	switch sa, err := unix.Getpeername(fd); {
+	case errors.Is(err, unix.ENOTCONN):
+		// The peer end is closed already: a parent that died.
+	case err != nil:
+		return fmt.Errorf("handoff: fd %d: %w", fd, os.NewSyscallError("getpeername", err))
+	default:
+		// x/sys reports an unnamed peer as "@" (an empty abstract name).
+		if ua, ok := sa.(*unix.SockaddrUnix); ok && ua.Name != "" && ua.Name != "@" {
+			return fmt.Errorf("handoff: fd %d is connected to %s, not to its parent", fd, ua.Name)
+		}
+	}
+	pid, err := peerPID(fd)
+	if err != nil {
+		return fmt.Errorf("handoff: fd %d: %w", fd, err)
+	}
+	if pid > 0 && pid != parent && !processGone(pid) {
+		return fmt.Errorf("handoff: fd %d belongs to process %d, not to the parent %d", fd, pid, parent)
+	}
+	return nil
+}
+
+// processGone reports whether no process pid runs: it does not exist, or
+// it has exited and waits to be reaped (a zombie cannot be the other end
+// of anything).
+func processGone(pid int) bool {
+	if errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
+		return true
+	}
+	return isZombie(pid)
 }
 
 // checkUnixStream returns an error unless fd is an AF_UNIX SOCK_STREAM socket.
