@@ -176,6 +176,8 @@ func roleExitAfterReady() int {
 		proctest.Say("ready-error err=%q", err.Error())
 		return 12
 	}
+	dir, err := os.Getwd()
+	proctest.Say("exiting dir=%s err=%v", dir, err)
 	return 0
 }
 

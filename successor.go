@@ -45,7 +45,7 @@ func (u *Upgrader) successorCommand() (*exec.Cmd, error) {
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        append([]string(nil), os.Args...),
-		Dir:         u.startDir,
+		Dir:         u.successorDir(),
 		Env:         successorEnv(os.Environ()),
 		Stdin:       os.Stdin,
 		Stdout:      os.Stdout,
@@ -60,6 +60,12 @@ func (u *Upgrader) successorCommand() (*exec.Cmd, error) {
 	if cmd.Process != nil {
 		return nil, errors.New("molt: Options.Command started the command itself")
 	}
+	if cmd.Dir != "" {
+		// exec would report a missing directory as a missing binary.
+		if fi, err := os.Stat(cmd.Dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("molt: the successor's working directory %s (set by Options.Command) cannot be used: %w", cmd.Dir, notDir(fi, err))
+		}
+	}
 	// The successor's own process group, whatever the hook did with
 	// SysProcAttr: a failed successor is killed with everything it started.
 	cmd.SysProcAttr = withOwnProcessGroup(cmd.SysProcAttr)
@@ -69,6 +75,34 @@ func (u *Upgrader) successorCommand() (*exec.Cmd, error) {
 		cmd.WaitDelay = time.Second
 	}
 	return cmd, nil
+}
+
+// successorDir is the directory the successor starts in: this process's
+// working directory at New, or, when that is gone (a deploy removed an old
+// release's directory) or was never known, "/", with a warning naming it:
+// exec would otherwise fail every upgrade with a misleading "no such file
+// or directory" for the binary.
+func (u *Upgrader) successorDir() string {
+	if u.startDir == "" {
+		u.log.Warn("molt: this process's working directory was unknown at start; the successor starts in /")
+		return "/"
+	}
+	fi, err := os.Stat(u.startDir)
+	if err == nil && fi.IsDir() {
+		return u.startDir
+	}
+	u.log.Warn("molt: the working directory is gone; the successor starts in /",
+		"dir", u.startDir, "err", notDir(fi, err))
+	return "/"
+}
+
+// notDir is why a directory cannot be used: err, or, without one, that fi
+// is not a directory.
+func notDir(fi os.FileInfo, err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s is not a directory", fi.Name())
 }
 
 // executable finds the binary to start now. os.Args[0] names the file the

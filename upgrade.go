@@ -110,6 +110,9 @@ func (u *Upgrader) beginUpgrade() ([]*entry, error) {
 	case StateStopped:
 		return nil, ErrStopped
 	}
+	if u.generation >= handoff.MaxGeneration {
+		return nil, fmt.Errorf("molt: generation %d is the last the hand-off protocol counts; restart the service to start again from 1", u.generation)
+	}
 	// File gives out the *os.File itself, which its user may close
 	// behind molt's back, during the upgrade too: files are duplicated
 	// now, so each goes over as it is at this moment (or is left out,

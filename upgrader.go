@@ -165,8 +165,9 @@ func New(opts Options) (*Upgrader, error) {
 // until the parent acknowledged (it then stops accepting), or until the
 // parent is found gone: a successor whose parent died while it
 // initialised serves on its own and Ready returns nil. In generation 1 it
-// does not block. A failure to write the PID file is returned before the
-// parent is told anything. Calling Ready again returns nil; after Stop it
+// does not block. A failure to write the PID file is returned, and
+// reported to the parent (which serves on, and whose Upgrade returns it as
+// a [*ReportedError]), before the parent is told anything else. Calling Ready again returns nil; after Stop it
 // returns [ErrStopped].
 func (u *Upgrader) Ready() error {
 	u.readyMu.Lock()
@@ -191,6 +192,7 @@ func (u *Upgrader) Ready() error {
 	}
 	if err := u.writePIDFile(); err != nil {
 		u.mu.Unlock()
+		u.reportFailure(err) // the parent's caller learns why, and it serves on
 		return err
 	}
 	var unclaimed []*entry
@@ -233,6 +235,19 @@ func (u *Upgrader) Ready() error {
 	u.log.Info("molt: ready")
 	u.emit(Event{Kind: EventReady})
 	return nil
+}
+
+// reportFailure tells the parent, if any, that this successor failed and
+// why, so that its Upgrade reports the cause rather than an exit status or
+// a later Stop. The parent acts on the successor's first message only.
+func (u *Upgrader) reportFailure(err error) {
+	if u.parent == nil {
+		return
+	}
+	u.sendMu.Lock()
+	defer u.sendMu.Unlock()
+	u.parent.SetWriteDeadline(time.Now().Add(time.Second))
+	u.parent.SendFailed(err.Error())
 }
 
 // testHookReadySent, if not nil, is called by Ready right after READY was

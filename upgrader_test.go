@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -571,6 +573,9 @@ func TestNewRejectsBadParent(t *testing.T) {
 		{"version 9", []byte{0, 0, 0, 2, 9, 1}, "version 9"},
 		{"malformed hello", []byte{0, 0, 0, 4, 1, 1, 0xff, 0xff}, "malformed"},
 		{"inventory first", []byte{0, 0, 0, 3, 1, 2, 0}, "malformed"},
+		// A counter at its end would announce generation 0 next.
+		{"generation 2^64-1", handoff.AppendFrame(nil, handoff.TypeHello,
+			handoff.Hello{Generation: math.MaxUint64, ParentPID: os.Getpid()}.Marshal()), "more than 4294967296"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -747,20 +752,80 @@ func TestUpgradeBadBinary(t *testing.T) {
 			if err := u.Ready(); err != nil {
 				t.Fatal(err)
 			}
-			fds := countFDs(t)
+			// Successors of earlier tests that took over hold a pidfd here
+			// until they exit, whenever that is: they are not this test's.
+			// This test's own successor is checked by its reaping.
+			fds := countFDsButPidfds(t)
 			err = u.Upgrade(context.Background())
 			var ce *molt.ChildError
 			if !errors.As(err, &ce) || ce.Stage != tc.stage || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Upgrade = %v, want a ChildError at stage %v mentioning %q", err, tc.stage, tc.want)
 			}
+			if ce.PID != 0 && ce.State == nil {
+				t.Errorf("successor %d was not reaped when Upgrade returned", ce.PID)
+			}
 			if _, err := httpGet(url); err != nil {
 				t.Errorf("parent does not serve after the failed upgrade: %v", err)
 			}
-			if got := settle(fds, func() int { return countFDs(t) }); got != fds {
+			if got := settle(fds, func() int { return countFDsButPidfds(t) }); got != fds {
 				t.Errorf("open descriptors = %d, want %d", got, fds)
 			}
 		})
 	}
+}
+
+// TestUpgradeWorkingDirGone: a deploy that removed the directory the
+// service was started in does not break every later upgrade with a
+// misleading "no such file or directory" for the binary: the successor
+// starts in "/" and a warning names the directory.
+func TestUpgradeWorkingDirGone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "release-41")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	ev, w := pipe(t)
+	var logs syncBuffer
+	u := newUpgrader(t, molt.Options{
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+		Command: roleCommand("exit-after-ready", "tcp 127.0.0.1:0", w, nil),
+	})
+	if _, err := u.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Upgrade(context.Background()); err != nil {
+		t.Fatalf("Upgrade with the working directory removed = %v, want nil", err)
+	}
+	if got := ev.Wait(t, "exiting"); got["dir"] != "/" {
+		t.Errorf("successor's working directory = %q (%s), want /", got["dir"], got["err"])
+	}
+	if l := logs.String(); !strings.Contains(l, "working directory is gone") || !strings.Contains(l, dir) {
+		t.Errorf("log does not warn about the removed directory %s:\n%s", dir, l)
+	}
+}
+
+// syncBuffer collects log output; safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestUpgradeFDLimitTooLow: an inventory larger than the successor's

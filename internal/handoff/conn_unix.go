@@ -89,8 +89,12 @@ func (c *Conn) Close() error {
 
 // SendHello writes a HELLO frame. It blocks until the frame is written or
 // the write deadline passes. It returns an error, without writing, if
-// h.ParentPID is outside 0..math.MaxInt32 or h.Entries outside 0..MaxEntries.
+// h.Generation is above MaxGeneration, h.ParentPID outside
+// 0..math.MaxInt32 or h.Entries outside 0..MaxEntries.
 func (c *Conn) SendHello(h Hello) error {
+	if h.Generation > MaxGeneration {
+		return fmt.Errorf("handoff: cannot announce generation %d (at most %d)", h.Generation, uint64(MaxGeneration))
+	}
 	if h.ParentPID < 0 || int64(h.ParentPID) > math.MaxInt32 {
 		return fmt.Errorf("handoff: parent pid %d out of range", h.ParentPID)
 	}

@@ -24,6 +24,12 @@ const MaxFDsPerMessage = 200
 // INVENTORY payload may declare; more is [ErrMalformed].
 const MaxEntries = 1 << 17
 
+// MaxGeneration is the largest generation a HELLO may announce; more is
+// [ErrMalformed], and generation 1 is the first. A generation counter
+// that wrapped around would make the next successor generation 0 (or 1, a
+// process with no parent); 2^32 upgrades, one a second, take 136 years.
+const MaxGeneration = 1 << 32
+
 // headerLen is the size of a frame header: length (4), version (1), type (1).
 const headerLen = 6
 

@@ -148,7 +148,7 @@ func TestHelloRoundTrip(t *testing.T) {
 		{},
 		{Generation: 1, ParentPID: 1, Entries: 0},
 		{Generation: 42, ParentPID: 4242, Entries: 7},
-		{Generation: math.MaxUint64, ParentPID: math.MaxInt32, Entries: MaxEntries},
+		{Generation: MaxGeneration, ParentPID: math.MaxInt32, Entries: MaxEntries},
 	} {
 		t.Run(fmt.Sprintf("%+v", h), func(t *testing.T) {
 			got, err := UnmarshalHello(h.Marshal())
@@ -176,6 +176,8 @@ func TestUnmarshalHelloErrors(t *testing.T) {
 		{"trailing", uv(1, 2, 3, 4), "1 trailing bytes after HELLO payload"},
 		{"pid beyond int32", uv(1, math.MaxInt32+1, 0), "parent pid 2147483648 does not fit in 32 bits"},
 		{"pid huge", uv(1, math.MaxUint64, 0), "does not fit in 32 bits"},
+		{"generation beyond the bound", uv(MaxGeneration+1, 2, 0), "HELLO announces generation 4294967297, more than 4294967296"},
+		{"generation that would wrap", uv(math.MaxUint64, 2, 0), "HELLO announces generation 18446744073709551615"},
 		{"too many entries", uv(1, 2, MaxEntries+1), "HELLO announces 131073 entries, more than 131072"},
 		{"negative entries", Hello{Entries: -1}.Marshal(), "more than 131072"},
 	} {

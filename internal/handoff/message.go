@@ -80,9 +80,9 @@ func (h Hello) Marshal() []byte {
 }
 
 // UnmarshalHello decodes a HELLO payload. It returns an error wrapping
-// [ErrMalformed] if the payload is truncated, has trailing bytes, holds a
-// parent PID outside 0..math.MaxInt32, or announces more than [MaxEntries]
-// entries.
+// [ErrMalformed] if the payload is truncated, has trailing bytes, announces
+// a generation above [MaxGeneration], holds a parent PID outside 0..math.MaxInt32, or
+// announces more than [MaxEntries] entries.
 func UnmarshalHello(p []byte) (Hello, error) {
 	d := decoder{p: p}
 	gen := d.uvarint("generation")
@@ -90,6 +90,9 @@ func UnmarshalHello(p []byte) (Hello, error) {
 	n := d.uvarint("entry count")
 	if err := d.finish("HELLO"); err != nil {
 		return Hello{}, err
+	}
+	if gen > MaxGeneration {
+		return Hello{}, malformed("HELLO announces generation %d, more than %d", gen, uint64(MaxGeneration))
 	}
 	if pid > math.MaxInt32 {
 		return Hello{}, malformed("parent pid %d does not fit in 32 bits", pid)
