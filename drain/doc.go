@@ -37,6 +37,13 @@
 //	srv.Drain(ctx)
 //	upg.Stop()
 //
+// NewHTTPServer takes srv over: it sets srv's Handler, ConnState and
+// ConnContext, chaining the values they held, and from then on srv is
+// served and stopped only through the HTTPServer. Serve returns nil when
+// the drain, molt's Upgrader.Stop or a Close of its listener ends it.
+// Drain drains once: a later or concurrent call waits for the first and
+// returns its result, as [Tracker.Drain] does.
+//
 // # Limits
 //
 // An idle TLS keep-alive connection is closed after IdleGrace: a client

@@ -44,6 +44,7 @@ type serverEvent struct {
 	Gen   uint64 `json:"gen"`
 	Addr  string `json:"addr,omitempty"`
 	Err   string `json:"err,omitempty"`
+	Serve string `json:"serve,omitempty"` // what Serve returned, if not nil
 }
 
 func report(e serverEvent) {
@@ -96,7 +97,8 @@ func serve(mode string) int {
 		served = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{testCert()}, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	ds := drain.NewHTTPServer(srv)
-	go ds.Serve(served)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- ds.Serve(served) }()
 	sig := make(chan os.Signal, 1) // before "ready": the test signals right after it
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
 	if err := upg.Ready(); err != nil {
@@ -124,6 +126,11 @@ func serve(mode string) int {
 	e := serverEvent{Event: "exit", Gen: upg.Generation()}
 	if err != nil {
 		e.Err = err.Error()
+	}
+	// Serve has returned: Drain waits for it. After an upgrade Drain closed
+	// its listener, after SIGTERM Stop did; both must give nil.
+	if err := <-serveErr; err != nil {
+		e.Serve = err.Error()
 	}
 	report(e)
 	return 0
@@ -244,6 +251,9 @@ func runUpgrades(t *testing.T, mode string, upgrades int) {
 					exits++
 					if e.Err != "" {
 						t.Errorf("generation %d drain: %s", e.Gen, e.Err)
+					}
+					if e.Serve != "" {
+						t.Errorf("generation %d Serve = %s, want nil", e.Gen, e.Serve)
 					}
 				}
 				if e.Event == kind {
@@ -409,13 +419,15 @@ func TestIdleConnectionHandedOver(t *testing.T) {
 	syscall.Kill(ready.PID, syscall.SIGHUP) // the connection is idle now
 	gen2 := next("ready")
 	pids = append(pids, gen2.PID)
-	if e := next("exit"); e.PID != ready.PID || e.Err != "" {
+	if e := next("exit"); e.PID != ready.PID || e.Err != "" || e.Serve != "" {
 		t.Fatalf("exit event %+v, want generation 1 drained cleanly", e)
 	}
 	body, err := get() // generation 1 is gone: only a hand-over can answer this
 	if err != nil || body != strconv.Itoa(gen2.PID) {
 		t.Fatalf("request on the idle connection after the upgrade = %q, %v; want served by %d on the same connection", body, err, gen2.PID)
 	}
-	syscall.Kill(gen2.PID, syscall.SIGTERM)
-	next("exit")
+	syscall.Kill(gen2.PID, syscall.SIGTERM) // a plain Stop: no successor
+	if e := next("exit"); e.Err != "" || e.Serve != "" {
+		t.Errorf("exit event after SIGTERM %+v, want a clean drain and Serve = nil", e)
+	}
 }

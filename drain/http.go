@@ -52,6 +52,8 @@ type HTTPServer struct {
 	listeners map[net.Listener]struct{}
 	isDrain   bool
 	changed   chan struct{} // closed and replaced on every change Drain waits for
+
+	result outcome // of the first Drain call, which later calls return
 }
 
 // connInfo is what the drain knows about one connection.
@@ -63,10 +65,34 @@ type connInfo struct {
 
 type connKey struct{}
 
-// NewHTTPServer prepares srv to be drained: it wraps srv.Handler (nil means
-// http.DefaultServeMux) and chains srv.ConnState and srv.ConnContext. Set
-// srv's fields before; call [HTTPServer.Serve] instead of srv.Serve, and
-// [HTTPServer.Drain] instead of srv.Shutdown.
+// NewHTTPServer prepares srv to be drained and returns the HTTPServer
+// that serves and drains it.
+//
+// It changes srv in place. It sets three fields, each built from the value
+// the field holds at this call, and leaves every other field alone:
+//   - Handler: srv.Handler (http.DefaultServeMux if nil), wrapped to mark
+//     the responses written during a drain "Connection: close" and to book
+//     hijacked connections;
+//   - ConnState: the drain's books of every connection, then srv.ConnState
+//     if it was set;
+//   - ConnContext: srv.ConnContext if it was set, then the drain's own
+//     context value.
+//
+// Set srv's fields before the call, do not set these three afterwards
+// (connections would escape the drain's books), and call NewHTTPServer
+// once per srv. From then on serve and stop srv only through the
+// HTTPServer: [HTTPServer.Serve], not srv.Serve, ServeTLS or
+// ListenAndServe, whose listeners Drain does not know (for TLS, give Serve
+// a listener from tls.NewListener); [HTTPServer.Drain], not srv.Shutdown
+// or srv.Close, which close idle connections and drop requests that the
+// drain hands over or answers.
+//
+// A copy of srv would leave the caller's value alone, but an http.Server
+// must not be copied (it holds a mutex), and one built from srv's exported
+// fields would lose what only srv holds: the functions registered with
+// srv.RegisterOnShutdown (golang.org/x/net/http2's ConfigureServer sends
+// its GOAWAY from one), srv.SetKeepAlivesEnabled, and fields added by later
+// Go releases.
 func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 	var o Options
 	if len(opts) > 0 {
@@ -80,6 +106,7 @@ func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 		hijacked:  make(map[net.Conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		changed:   make(chan struct{}),
+		result:    newOutcome(),
 	}
 	if s.idleGrace <= 0 {
 		s.idleGrace = DefaultIdleGrace
@@ -114,12 +141,22 @@ func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 	return s
 }
 
-// Serve accepts connections on ln until [HTTPServer.Drain] closes it, and
-// then returns nil; any other error of srv.Serve is returned as is.
+// Serve accepts connections on ln and serves them with srv until ln is
+// closed or fails. Like srv.Serve, it closes ln when it returns.
+//
+// It returns nil when serving ended the ordinary way: [HTTPServer.Drain]
+// began (a Serve called after that returns at once), or ln was closed (its
+// Accept failed with [net.ErrClosed]) by [molt.Upgrader.Stop], which
+// closes every listener it gave out, or by the caller. It returns
+// [http.ErrServerClosed] if srv itself was shut down or closed behind the
+// drain's back (see [NewHTTPServer]), and any other error of srv.Serve,
+// such as a failure of ln's Accept, as it is (net/http retries temporary
+// ones).
 func (s *HTTPServer) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.isDrain {
 		s.mu.Unlock()
+		ln.Close() // as Drain would have, had Serve come first
 		return nil
 	}
 	s.listeners[ln] = struct{}{}
@@ -127,9 +164,12 @@ func (s *HTTPServer) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer s.serving.Done()
 	err := s.srv.Serve(ln)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.isDrain {
+	// A closed listener is how every stop ends serving: Drain's, Stop's
+	// and the listener's own Close, which releases its inventory entry.
+	// None is a failure, and Serve cannot tell them apart. The drain is
+	// checked too: a listener of the caller's may report its close with
+	// an error of its own.
+	if errors.Is(err, net.ErrClosed) || s.isDraining() {
 		return nil
 	}
 	return err
@@ -158,15 +198,30 @@ func (s *HTTPServer) Draining() <-chan struct{} { return s.draining }
 // GOAWAY (net/http's Shutdown) and their streams complete; then hijacked
 // connections are waited for until their handlers close them. Drain returns
 // nil when everything is finished, or ctx's error after closing whatever
-// is left when ctx ends. It may be called once.
+// is left when ctx ends.
+//
+// Only the first call drains; ctx bounds that drain. Later calls,
+// concurrent ones included, wait until it has finished and return its
+// result, or their own ctx's error if that ends first.
 func (s *HTTPServer) Drain(ctx context.Context) error {
 	s.mu.Lock()
+	if s.isDrain {
+		s.mu.Unlock()
+		return s.result.wait(ctx)
+	}
 	s.isDrain = true
 	close(s.draining)
 	for ln := range s.listeners {
 		ln.Close()
 	}
 	s.mu.Unlock()
+	err := s.drain(ctx)
+	s.result.set(err)
+	return err
+}
+
+// drain is the first Drain call's work, once the listeners are closed.
+func (s *HTTPServer) drain(ctx context.Context) error {
 	s.serving.Wait()
 	start := time.Now()
 

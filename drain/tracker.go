@@ -29,6 +29,8 @@ type Tracker struct {
 	listeners []net.Listener
 	isDrain   bool
 	changed   chan struct{} // closed and replaced when a connection closes
+
+	result outcome // of the first Drain call, which later calls return
 }
 
 // NewTracker returns a Tracker with no connections.
@@ -37,6 +39,7 @@ func NewTracker() *Tracker {
 		draining: make(chan struct{}),
 		conns:    make(map[*trackedConn]struct{}),
 		changed:  make(chan struct{}),
+		result:   newOutcome(),
 	}
 }
 
@@ -66,15 +69,30 @@ func (t *Tracker) Active() int {
 // Drain closes the listeners (the sockets live on in the successor),
 // closes [Tracker.Draining], and waits until every tracked connection was
 // closed; then it returns nil. If ctx ends first it closes the remaining
-// connections and returns ctx's error. It may be called once.
+// connections and returns ctx's error.
+//
+// Only the first call drains; ctx bounds that drain. Later calls,
+// concurrent ones included, wait until it has finished and return its
+// result, or their own ctx's error if that ends first.
 func (t *Tracker) Drain(ctx context.Context) error {
 	t.mu.Lock()
+	if t.isDrain {
+		t.mu.Unlock()
+		return t.result.wait(ctx)
+	}
 	t.isDrain = true
 	close(t.draining)
 	for _, ln := range t.listeners {
 		ln.Close()
 	}
 	t.mu.Unlock()
+	err := t.drain(ctx)
+	t.result.set(err)
+	return err
+}
+
+// drain is the first Drain call's work, once the listeners are closed.
+func (t *Tracker) drain(ctx context.Context) error {
 	t.accepting.Wait()
 	for {
 		t.mu.Lock()

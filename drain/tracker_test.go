@@ -126,3 +126,87 @@ func TestTrackerDrainDeadline(t *testing.T) {
 		t.Error("connection still open after the forced drain")
 	}
 }
+
+// TestTrackerDrainAgain: a Drain after the first returns the first's
+// result, here the error of a drain cut short by its context, and does not
+// panic.
+func TestTrackerDrainAgain(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := drain.NewTracker()
+	ln := tr.Listener(raw)
+	accepted := make(chan net.Conn, 1)
+	go func() { // a handler that never finishes by itself
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-accepted
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Drain = %v, want context.Canceled", err)
+	}
+	for i := range 2 {
+		if err := tr.Drain(context.Background()); !errors.Is(err, context.Canceled) {
+			t.Errorf("Drain call %d = %v, want the first call's context.Canceled", i+2, err)
+		}
+	}
+}
+
+// TestTrackerConcurrentDrains: calls made while the first Drain runs wait
+// for it and return its result, unless their own context ends first.
+func TestTrackerConcurrentDrains(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := drain.NewTracker()
+	ln := tr.Listener(raw)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := <-accepted // the application's side, closed by the test
+
+	first := make(chan error, 1)
+	go func() { first <- tr.Drain(context.Background()) }()
+	<-tr.Draining() // the first call runs; the open connection holds it
+	later := make(chan error, 4)
+	for range cap(later) {
+		go func() { later <- tr.Drain(context.Background()) }()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Drain with a canceled context during the drain = %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("first Drain returned %v with a connection open", err)
+	default:
+	}
+	sc.Close()
+	if err := <-first; err != nil {
+		t.Errorf("first Drain = %v", err)
+	}
+	for range cap(later) {
+		if err := <-later; err != nil {
+			t.Errorf("concurrent Drain = %v, want the first call's nil", err)
+		}
+	}
+}
