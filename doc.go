@@ -11,7 +11,19 @@
 // killed and reaped, and generation n goes on serving as if nothing had
 // happened, with the reason in hand.
 //
+// # Words
+//
+// A generation is one process of the chain; the one that starts the next
+// is its parent, the one it starts is its successor. The hand-off is what
+// happens at an upgrade: the parent sends the successor its inventory over
+// a private socketpair (HELLO, INVENTORY batches; the successor answers
+// READY or FAILED; the parent's ACK commits). A hand-over is later and
+// smaller: a draining parent passes one idle accepted connection to the
+// successor that took over ([HandOver]).
+//
 // # Lifecycle
+//
+// The compiled skeleton of a service is the package's Example. In short:
 //
 //	upg, err := molt.New(molt.Options{})      // starts receiving the parent's sockets, if any
 //	ln, err := upg.Listen("tcp", ":8080")     // inherited, or new in generation 1
@@ -23,9 +35,21 @@
 //	// drain (package drain), then
 //	upg.Stop()
 //
-// [Upgrader.State] moves starting → ready → upgrading → ready (the
-// successor failed) or draining (it took over); [Upgrader.Stop] ends every
-// state.
+// [Upgrader.State] follows this table; each arrow is one [EventKind],
+// delivered to [Upgrader.Observe]rs, and nothing else changes the state:
+//
+//	starting ──Ready──▶ ready ──Upgrade──▶ upgrading ──successor took the ACK──▶ draining
+//	   │                  ▲                    │                                    │
+//	   │                  └──────failed────────┘                                    │
+//	   └──────────────────┴──────Stop──▶ stopping ──▶ stopped ◀────────Stop──────────┘
+//
+// (EventReady, EventUpgradeStarted, EventUpgradeFailed, EventUpgraded,
+// EventStopping, EventStopped.) Stop during an upgrade first ends the
+// upgrade (upgrading → ready, or → draining if the successor had already
+// been committed), then stops. [Upgrader.Exit] is closed on entering
+// draining ([Upgraded]) or stopping ([Stopped]). What must be done after
+// the successor said READY and before it is told it took over — tell
+// systemd the new main PID, say — is an [Upgrader.OnCommit] hook.
 //
 // # The contract
 //
@@ -58,9 +82,12 @@
 //
 // After a successful upgrade the old generation may pass idle accepted
 // connections to the successor with [HandOver] (package drain does this
-// for net/http): the successor's listener returns them from Accept, with
-// whatever the client sent meanwhile still in the kernel's buffer, so the
-// client never sees its keep-alive connection close.
+// for net/http, package control for its own socket): the successor's
+// listener returns them from Accept, with whatever the client sent
+// meanwhile still in the kernel's buffer, so the client never sees its
+// keep-alive connection close. molt knows no protocol: the server marks
+// the idle point ([Idle]) and names its read buffer's size, and must
+// never hand over a connection whose state lives in the process (TLS).
 //
 // # Environment
 //

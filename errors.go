@@ -46,7 +46,30 @@ var (
 	// holds an entry of that kind and name (claim an inherited one with the
 	// look-up instead).
 	ErrNameInUse = errors.New("molt: inventory name already in use")
+
+	// ErrReservedName is returned by the Add methods for a name that
+	// begins with "molt/" or "systemd/": those belong to molt's own
+	// packages.
+	ErrReservedName = errors.New("molt: inventory name is reserved for molt's own packages")
+
+	// ErrNotHandable: the connection cannot change process. No molt
+	// listener accepted it (or the wrappers around it do not lead to one
+	// through NetConn), or its server said so.
+	ErrNotHandable = errors.New("molt: connection cannot be handed over")
+
+	// ErrConnBusy: request bytes arrived since the connection was marked
+	// idle, or its server is not waiting for the next request in a read
+	// of the size it named; the server must answer it itself.
+	ErrConnBusy = errors.New("molt: connection is not idle")
+
+	// ErrNoSuccessor: no successor has taken over from this generation (or
+	// it is gone), so there is nobody to hand a connection to.
+	ErrNoSuccessor = errors.New("molt: no successor to hand the connection to")
 )
+
+// errStopBeforeReady is what a successor that stops before Ready tells its
+// parent.
+var errStopBeforeReady = errors.New("successor called Stop before Ready")
 
 // Stage says how far a successor got before an upgrade failed.
 type Stage int

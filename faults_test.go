@@ -179,11 +179,9 @@ func roleFault() int {
 		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 	if os.Getenv(envFaultParent) == "block-before-ack" {
-		u.Observe(func(e molt.Event) {
-			if e.Kind == molt.EventUpgradeSucceeded {
-				proctest.Say("acking pid=%d successor=%d", pid, e.SuccessorPID)
-				select {} // until the test kills this process
-			}
+		u.OnCommit(func(_ context.Context, successor int) {
+			proctest.Say("acking pid=%d successor=%d", pid, successor)
+			select {} // until the test kills this process
 		})
 	}
 	hup := make(chan os.Signal, 1)
@@ -341,16 +339,6 @@ func (h *harness) endFault() {
 type outcome struct {
 	upgrade  string // the upgrade's outcome
 	servedBy string // who served
-}
-
-// countFDsButPidfds counts this process's descriptors, leaving out the
-// pidfds Go keeps for child processes until they are reaped: a successor
-// of an earlier test may still be exiting when a harness takes its
-// baseline (seen with -count=2), and a leaked child is caught by the
-// process check anyway.
-func countFDsButPidfds(t *testing.T) int {
-	t.Helper()
-	return countFDsWhere(t, func(link string) bool { return link != "anon_inode:[pidfd]" })
 }
 
 func newHarness(t *testing.T) *harness {
@@ -636,8 +624,11 @@ type inproc struct {
 	mu      sync.Mutex
 	next    func(*exec.Cmd) error // the next successor's command hook
 	onEvent func(molt.Event)      // called for each event of the Upgrader
-	started int                   // EventUpgradeStarted seen
-	drained bool
+	// onCommit is called between a successor's READY and the ACK, with
+	// its PID (see molt.Upgrader.OnCommit).
+	onCommit func(pid int)
+	started  int // EventUpgradeStarted seen
+	drained  bool
 }
 
 // startInProc creates generation 1 in the test process on network/addr,
@@ -676,6 +667,15 @@ func (h *harness) startInProc(opts molt.Options, network, addr string, add func(
 			f(e)
 		}
 	})
+	u.OnCommit(func(_ context.Context, pid int) {
+		h.addPID(pid)
+		ip.mu.Lock()
+		f := ip.onCommit
+		ip.mu.Unlock()
+		if f != nil {
+			f(pid)
+		}
+	})
 	ln, err := u.Listen(network, addr)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -693,10 +693,11 @@ func (h *harness) startInProc(opts molt.Options, network, addr string, add func(
 	// Probe during every upgrade, from the observer: after a failed
 	// successor was reaped, and between a successor's READY and the ACK.
 	ip.onEvent = func(e molt.Event) {
-		if e.Kind == molt.EventUpgradeFailed || e.Kind == molt.EventUpgradeSucceeded {
+		if e.Kind == molt.EventUpgradeFailed {
 			h.probe("during", ip.pid)
 		}
 	}
+	ip.onCommit = func(int) { h.probe("during", ip.pid) }
 	return ip
 }
 
@@ -718,9 +719,9 @@ func (ip *inproc) setNext(f func(*exec.Cmd) error) {
 	ip.mu.Unlock()
 }
 
-func (ip *inproc) setOnEvent(f func(molt.Event)) {
+func (ip *inproc) setOnCommit(f func(pid int)) {
 	ip.mu.Lock()
-	ip.onEvent = f
+	ip.onCommit = f
 	ip.mu.Unlock()
 }
 
@@ -1062,19 +1063,12 @@ func TestFaults(t *testing.T) {
 		run: successorFails(func(t *testing.T, h *harness, ip *inproc) error {
 			ip.role(h, "crash-after-ready")
 			// The successor dies between READY and the ACK. Upgrade may see
-			// READY first (EventUpgradeSucceeded; the ACK is then written
+			// READY first (the commit hook runs; the ACK is then written
 			// into a dying process, or fails) or the exit first; either way
 			// the upgrade must fail with the successor's death as cause, and
 			// generation 1 must serve on. Five times, to meet both orders.
 			var acked atomic.Int64
-			ip.setOnEvent(func(e molt.Event) {
-				switch e.Kind {
-				case molt.EventUpgradeSucceeded:
-					acked.Add(1)
-				case molt.EventUpgradeFailed:
-					h.probe("during", ip.pid)
-				}
-			})
+			ip.setOnCommit(func(int) { acked.Add(1) })
 			var err error
 			for i := range 5 {
 				if err = ip.upgrade(t); !signalled(err, syscall.SIGKILL) || stageOf(err) != molt.StageInit {

@@ -1,7 +1,6 @@
 package molt
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,24 +11,6 @@ import (
 	"time"
 
 	"github.com/moltgo/molt/internal/handoff"
-)
-
-// Errors of [HandOver].
-var (
-	// ErrNotHandable: the connection cannot change process. It was not
-	// accepted from a listener of an Upgrader (a TLS connection wraps the
-	// accepted one, and its session state lives in this process), or its
-	// client speaks HTTP/2 or pipelines HTTP/1.1 requests, whose state
-	// lives in this process too.
-	ErrNotHandable = errors.New("molt: connection cannot be handed over")
-
-	// ErrConnBusy: request bytes arrived since the connection was marked
-	// idle; the server must answer them itself.
-	ErrConnBusy = errors.New("molt: connection is not idle")
-
-	// ErrNoSuccessor: no successor has taken over from this generation (or
-	// it is gone), so there is nobody to hand a connection to.
-	ErrNoSuccessor = errors.New("molt: no successor to hand the connection to")
 )
 
 // errHandedOver is what a handed-over connection's Read returns in this
@@ -45,12 +26,13 @@ func (*handedOverError) Temporary() bool { return false }
 func (*handedOverError) Unwrap() error   { return os.ErrDeadlineExceeded }
 
 // Idle records that the server of c, a connection accepted from a listener
-// of an Upgrader, has answered every request it read from c and waits for
-// the next one; bytes read from then on belong to a request it has not
-// seen. Call it from http.Server.ConnState for http.StateIdle (package drain
-// does). For other connections it does nothing.
+// of an Upgrader (directly, or wrapped in types whose NetConn methods lead
+// to it), has answered every request it read from c and waits for the
+// next one; bytes read from then on belong to a request it has not seen.
+// Call it when the server goes idle, before it reads again (package drain
+// does, from http.Server.ConnState). For other connections it does nothing.
 func Idle(c net.Conn) {
-	if ac, ok := c.(*acceptedConn); ok {
+	if ac := acceptedOf(c); ac != nil {
 		ac.idle()
 	}
 }
@@ -62,23 +44,49 @@ func Idle(c net.Conn) {
 // process c is finished: its server's blocked read returns a timeout error
 // (so it closes its copy) and the client notices nothing.
 //
-// HandOver succeeds only while the server is blocked reading c with an
-// empty buffer (net/http's 4096-byte read), so no byte of a request can be
-// left behind in this process: a connection nothing was read from yet
-// qualifies too. It fails with [ErrConnBusy] if request bytes reached the
-// server since [Idle], or the server is not waiting in such a read yet (try
-// again shortly; during a drain, answer with "Connection: close"),
-// [ErrNotHandable] for a connection that cannot change process, and
-// [ErrNoSuccessor] before a successful upgrade; c is then unchanged.
-func HandOver(c net.Conn) error {
-	ac, ok := c.(*acceptedConn)
-	if !ok {
-		return ErrNotHandable
+// molt knows nothing of the protocol; the server vouches for two things.
+// bufSize is the size of its read buffer: HandOver succeeds only while the
+// server is blocked in a Read of at least bufSize bytes that returned
+// nothing since Idle, which means its buffer is empty and no byte of the
+// next request is left behind in this process (net/http reads 4096 bytes
+// at a time; package drain passes that). And no layer between c and the
+// accepted connection may hold state of the stream: c may be wrapped (a
+// type with a NetConn method returning the connection it wraps, in a
+// chain), but a *tls.Conn, whose session lives in this process, must never
+// be handed over — its server must not call HandOver.
+//
+// HandOver fails with [ErrConnBusy] if request bytes reached the server
+// since Idle, or the server is not waiting in such a read yet (try again
+// shortly; during a drain, answer with "Connection: close"),
+// [ErrNotHandable] if no molt listener accepted c, and [ErrNoSuccessor]
+// before a successful upgrade; c is then unchanged.
+func HandOver(c net.Conn, bufSize int) error {
+	ac := acceptedOf(c)
+	if ac == nil {
+		return fmt.Errorf("%w: %T does not lead to a connection a molt listener accepted", ErrNotHandable, c)
 	}
-	return ac.handOver()
+	return ac.handOver(bufSize)
 }
 
-// handState is where an accepted connection is in a hand-off.
+// acceptedOf finds the connection a molt listener accepted under c's
+// wrappers, following their NetConn methods; nil if there is none.
+func acceptedOf(c net.Conn) *acceptedConn {
+	for range 16 { // a chain longer than this is a loop
+		switch x := c.(type) {
+		case *acceptedConn:
+			return x
+		case interface{ NetConn() net.Conn }:
+			if c = x.NetConn(); c == nil {
+				return nil
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// handState is where an accepted connection is in a hand-over.
 type handState int
 
 const (
@@ -86,20 +94,6 @@ const (
 	handRequested                  // HandOver is deciding; reads wait
 	handDone                       // the successor has it; reads fail
 )
-
-// h2Preface starts every HTTP/2 connection without TLS (h2c).
-var h2Preface = []byte("PRI * HTTP/2.0\r\n")
-
-// fullRead is the size of net/http's read buffer. A read of at least this
-// size means the server's buffer is empty (bufio reads into its free space,
-// and a byte kept by net/http's background read shortens the next read);
-// only while such a read is blocked can a connection change process without
-// leaving bytes behind. Servers with smaller buffers are never handed over.
-const fullRead = 4096
-
-// tlsRecord is the first byte of a TLS handshake: a connection whose
-// session lives in this process.
-const tlsRecord = 0x16
 
 // acceptedConn is a connection accepted from a molt listener. It watches
 // its reads so that HandOver can tell, race-free, whether the server has
@@ -119,8 +113,6 @@ type acceptedConn struct {
 	reading   int       // Reads inside c.Conn.Read
 	readLen   int       // len(p) of the Read inside c.Conn.Read, when reading == 1
 	sinceIdle int       // bytes Read returned since the last idle() (or since accept)
-	sawBytes  bool      // some Read returned data
-	notHand   bool      // HTTP/2 or TLS seen: never hand over
 	deadline  time.Time // the read deadline the server asked for last
 }
 
@@ -148,13 +140,7 @@ func (c *acceptedConn) Read(p []byte) (int, error) {
 
 		c.mu.Lock()
 		c.reading--
-		if n > 0 {
-			if !c.sawBytes && (p[0] == tlsRecord || bytes.HasPrefix(p[:n], h2Preface[:min(n, len(h2Preface))])) {
-				c.notHand = true // TLS or h2c: their state cannot move
-			}
-			c.sawBytes = true
-			c.sinceIdle += n
-		}
+		c.sinceIdle += n
 		c.cond.Broadcast()
 		if c.state == handRequested && n == 0 && isTimeout(err) {
 			// The hand-off's deadline ended this read: wait for the verdict.
@@ -244,13 +230,10 @@ func (c *acceptedConn) idle() {
 	c.sinceIdle = 0
 }
 
-func (c *acceptedConn) handOver() error {
+func (c *acceptedConn) handOver(bufSize int) error {
 	c.mu.Lock()
 	switch {
-	case c.notHand:
-		c.mu.Unlock()
-		return ErrNotHandable
-	case c.state != handNone || c.sinceIdle > 0 || c.reading != 1 || c.readLen < fullRead:
+	case c.state != handNone || c.sinceIdle > 0 || c.reading != 1 || c.readLen < bufSize:
 		// Not (yet) waiting in an empty-buffer read for the next request:
 		// the server may hold bytes of it (a pipelined request, the byte of
 		// net/http's background read), or be about to read.
@@ -271,7 +254,7 @@ func (c *acceptedConn) handOver() error {
 
 	// No read is running and none can start: everything the client sent
 	// since the idle point is in the kernel's buffer.
-	err := c.l.u.sendConn(c)
+	err := passOn(c.l.inv.send, c, c.l.e.connWire())
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -291,91 +274,15 @@ func (c *acceptedConn) abandonLocked() {
 	c.cond.Broadcast()
 }
 
-// sendConn passes ac's socket to the successor, with the name of the
-// listener it was accepted on.
-func (u *Upgrader) sendConn(ac *acceptedConn) error {
-	fd, err := dupFD(ac)
+// passOn sends c's socket to the successor with send, as a connection
+// accepted on the listener w names.
+func passOn(send func(handoff.Entry, int) error, c liveHandle, w handoff.Entry) error {
+	fd, err := dupFD(c)
 	if err != nil {
 		return fmt.Errorf("molt: hand over a connection: %w", err)
 	}
 	defer closeFD(fd)
-	return u.sendFD(ac.l.e.connWire(), fd)
-}
-
-// sendFD sends one connection's descriptor to the successor. After one
-// failure (a successor that stopped reading) it fails at once, so a drain
-// does not wait for every connection in turn.
-func (u *Upgrader) sendFD(e handoff.Entry, fd int) error {
-	u.mu.Lock()
-	s := u.successor
-	u.mu.Unlock()
-	if s == nil {
-		return ErrNoSuccessor
-	}
-	u.sendMu.Lock()
-	defer u.sendMu.Unlock()
-	if s.sendErr != nil {
-		return s.sendErr
-	}
-	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if err := s.conn.SendConn(e, fd); err != nil {
-		s.sendErr = fmt.Errorf("%w: %w", ErrNoSuccessor, err)
-		return s.sendErr
-	}
-	return nil
-}
-
-// receiveConn gives a connection the parent handed over to the listener it
-// was accepted on. If this generation no longer serves that listener (it is
-// draining itself), the connection goes on to its own successor; only
-// without one is it closed.
-func (u *Upgrader) receiveConn(m handoff.Message) {
-	u.mu.Lock()
-	var l *listener
-	for _, e := range u.entries {
-		if e.kind != handoff.KindListener || e.network != m.Entry.Network || e.name != m.Entry.Name ||
-			(e.name == "" && e.key != m.Entry.Addr) {
-			continue
-		}
-		if h, ok := e.handle.(*listener); ok {
-			l = h
-			break
-		}
-	}
-	u.mu.Unlock()
-	if l != nil {
-		f := os.NewFile(uintptr(m.FD), "molt:conn")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			u.log.Warn("molt: connection from parent unusable", "err", err)
-			return
-		}
-		if l.push(c) {
-			return
-		}
-		u.forward(c.(liveHandle), m.Entry)
-		c.Close()
-		return
-	}
-	defer closeFD(m.FD)
-	if err := u.sendFD(m.Entry, m.FD); err != nil {
-		u.log.Warn("molt: connection from parent for a listener this generation does not serve",
-			"entry", m.Entry.Network+" "+m.Entry.Addr, "err", err)
-	}
-}
-
-// forward sends a connection that reached a closed listener on to the
-// successor, if there is one.
-func (u *Upgrader) forward(c liveHandle, e handoff.Entry) {
-	fd, err := dupFD(c)
-	if err != nil {
-		return
-	}
-	defer closeFD(fd)
-	if err := u.sendFD(e, fd); err != nil {
-		u.log.Warn("molt: handed-over connection reached a closed listener", "entry", e.Network+" "+e.Addr, "err", err)
-	}
+	return send(w, fd)
 }
 
 func isTimeout(err error) bool {

@@ -11,7 +11,7 @@ import (
 // entry with its key, in inventory order, whichever way it is found.
 func TestInheritedOrder(t *testing.T) {
 	keys := []string{"a", "b", "a", "c", "b", "a"}
-	u := &Upgrader{}
+	u := newInventory(nil)
 	for i, k := range keys {
 		u.inherited = append(u.inherited, &entry{kind: handoff.KindListener, network: "tcp4", key: k, fd: 100 + i})
 	}
@@ -45,7 +45,7 @@ func TestInheritedOrder(t *testing.T) {
 	// Another kind or network under the same address is another entry.
 	udp := &entry{kind: handoff.KindPacketConn, network: "udp4", key: "a", fd: 200}
 	u.inherited = append(u.inherited, udp)
-	u.indexLocked(udp) // as addInherited does once the index exists
+	u.indexLocked(udp) // as receive does once the index exists
 	if e := u.inheritedLocked(handoff.KindListener, "tcp4", "a", ""); e != nil {
 		t.Errorf("a tcp4 listener at a matched %v", e.describe())
 	}

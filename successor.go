@@ -1,237 +1,210 @@
 package molt
 
 import (
-	"errors"
 	"fmt"
+	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/moltgo/molt/internal/handoff"
 )
 
-// successor is one started successor process and its hand-off channel.
-type successor struct {
-	cmd  *exec.Cmd
+// The successor's side of an upgrade, in the order it happens: New
+// connects to the channel its parent passed (connect) and reads HELLO; the
+// inventory then arrives in the background, each batch claimable at once
+// (receive); Ready sends READY and waits for the ACK (tellReady); then the
+// channel carries the connections the parent hands over while it drains
+// (watch), until its end-of-file says the parent is gone.
+
+// envHandoffFD is the environment marker a parent sets for its successor:
+// the number of the descriptor that is the successor's end of the hand-off
+// channel. It is molt's only environment variable; New removes it.
+const envHandoffFD = "MOLT_HANDOFF_FD"
+
+// parentLink is a successor's channel to the generation that started it.
+type parentLink struct {
 	conn *handoff.Conn
+	pid  int
 
-	exited chan struct{} // closed when the process has exited (on Linux, before it is reaped)
-	reapOK chan struct{} // closed when the waiter may reap it (its process group was dealt with)
-	reaped chan struct{} // closed once reaped; waitErr is set then
-	once   sync.Once     // closes reapOK
-	// waitErr is what cmd.Wait returned; written by the waiter before it
-	// closes reaped, read only after reaped is closed.
-	waitErr error
-	// sendErr is the first failed send after the upgrade; guarded by the
-	// Upgrader's sendMu.
-	sendErr error
+	sendMu sync.Mutex    // serialises this side's writes (READY, FAILED)
+	acked  chan struct{} // closed when the parent acknowledged READY
+	gone   chan struct{} // closed when the channel ended (or, if it broke, at Stop)
 }
 
-func (s *successor) pid() int { return s.cmd.Process.Pid }
-
-// successorCommand builds the command for the next generation: the
-// executable as found now, this process's arguments, start directory and
-// environment (without molt's marker and systemd's LISTEN_* variables),
-// then [Options.Command]'s changes.
-func (u *Upgrader) successorCommand() (*exec.Cmd, error) {
-	path, err := u.executable()
+// connect opens the channel named by envHandoffFD and reads the HELLO. On
+// failure it tells the parent why (if the descriptor is the parent's
+// channel at all) and leaves nothing open.
+func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, error) {
+	fd, err := strconv.Atoi(fdText)
+	if err != nil || fd < 0 {
+		return nil, handoff.Hello{}, fmt.Errorf("molt: %s=%q is not a descriptor number", envHandoffFD, fdText)
+	}
+	// Only the channel of the process that started this one is used: a
+	// stray or forged marker naming stdout, a log socket or any other
+	// descriptor is refused, and that descriptor is left as it is.
+	c, err := handoff.FromFD(fd, os.Getppid())
 	if err != nil {
-		return nil, err
+		return nil, handoff.Hello{}, fmt.Errorf("molt: %s=%d is not a hand-off channel from the parent process: %w", envHandoffFD, fd, err)
 	}
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        append([]string(nil), os.Args...),
-		Dir:         u.successorDir(),
-		Env:         successorEnv(os.Environ()),
-		Stdin:       os.Stdin,
-		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
-		SysProcAttr: successorSysProcAttr(),
+	c.SetDeadline(time.Now().Add(timeout)) // the whole hand-off; cleared once the inventory is in
+	hello, err := c.RecvHello()
+	if err == nil && hello.Generation < 2 {
+		err = fmt.Errorf("parent announced generation %d (want 2 or more)", hello.Generation)
 	}
-	if u.opts.Command != nil {
-		if err := u.opts.Command(cmd); err != nil {
-			return nil, fmt.Errorf("molt: Options.Command: %w", err)
-		}
-	}
-	if cmd.Process != nil {
-		return nil, errors.New("molt: Options.Command started the command itself")
-	}
-	if cmd.Dir != "" {
-		// exec would report a missing directory as a missing binary.
-		if fi, err := os.Stat(cmd.Dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("molt: the successor's working directory %s (set by Options.Command) cannot be used: %w", cmd.Dir, notDir(fi, err))
-		}
-	}
-	// The successor's own process group, whatever the hook did with
-	// SysProcAttr: a failed successor is killed with everything it started.
-	cmd.SysProcAttr = withOwnProcessGroup(cmd.SysProcAttr)
-	if cmd.WaitDelay == 0 {
-		// A grandchild holding a stdout pipe the hook set must not keep a
-		// failed successor unreaped (and the upgrade "in progress").
-		cmd.WaitDelay = time.Second
-	}
-	return cmd, nil
-}
-
-// successorDir is the directory the successor starts in: this process's
-// working directory at New, or, when that is gone (a deploy removed an old
-// release's directory) or was never known, "/", with a warning naming it:
-// exec would otherwise fail every upgrade with a misleading "no such file
-// or directory" for the binary.
-func (u *Upgrader) successorDir() string {
-	if u.startDir == "" {
-		u.log.Warn("molt: this process's working directory was unknown at start; the successor starts in /")
-		return "/"
-	}
-	fi, err := os.Stat(u.startDir)
-	if err == nil && fi.IsDir() {
-		return u.startDir
-	}
-	u.log.Warn("molt: the working directory is gone; the successor starts in /",
-		"dir", u.startDir, "err", notDir(fi, err))
-	return "/"
-}
-
-// notDir is why a directory cannot be used: err, or, without one, that fi
-// is not a directory.
-func notDir(fi os.FileInfo, err error) error {
 	if err != nil {
-		return err
+		err = fmt.Errorf("molt: hand-off from parent: %w", err)
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		c.SendFailed(err.Error())
+		c.Close()
+		return nil, handoff.Hello{}, err
 	}
-	return fmt.Errorf("%s is not a directory", fi.Name())
+	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{})}
+	return p, hello, nil
 }
 
-// executable finds the binary to start now. os.Args[0] names the file the
-// operator chose (a symlink that a deploy may have switched, a path a new
-// build replaced), so it wins when it is a path to an existing file, or a
-// name found in PATH. Otherwise the kernel's record of this process's
-// binary is used, which cannot follow a switched symlink.
-func (u *Upgrader) executable() (string, error) {
-	if u.argv0 != "" {
-		if strings.ContainsRune(u.argv0, filepath.Separator) {
-			if fi, err := os.Stat(u.argv0); err == nil && fi.Mode().IsRegular() {
-				return u.argv0, nil
-			}
-		} else if p, err := exec.LookPath(u.argv0); err == nil {
-			if abs, err := filepath.Abs(p); err == nil {
-				return abs, nil
-			}
-		}
-	}
-	p, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("molt: cannot find this program's executable: %w", err)
-	}
-	// Linux reports a replaced binary as "/path (deleted)"; the new file
-	// at the path is the one to start.
-	p = strings.TrimSuffix(p, " (deleted)")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("molt: executable %s: %w", p, err)
-	}
-	return p, nil
-}
-
-// successorEnv drops what must not reach the successor: molt's own marker
-// (set anew for each successor) and systemd's socket activation variables
-// (the sockets travel in the inventory; LISTEN_PID would not match).
-func successorEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		switch name {
-		case envHandoffFD, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-// startSuccessor starts cmd with the child's end of a new hand-off channel
-// and a goroutine that waits for it to exit. reapers counts those goroutines.
-func startSuccessor(cmd *exec.Cmd, reapers *sync.WaitGroup) (*successor, error) {
-	conn, childEnd, err := handoff.Pair()
-	if err != nil {
-		return nil, fmt.Errorf("molt: hand-off channel: %w", err)
-	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, childEnd)
-	cmd.Env = append(cmd.Env, envHandoffFD+"="+strconv.Itoa(2+len(cmd.ExtraFiles)))
-	err = cmd.Start()
-	childEnd.Close() // the child has its copy; ours would hide its exit
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("molt: start %s: %w", cmd.Path, err)
-	}
-	s := &successor{
-		cmd:    cmd,
-		conn:   conn,
-		exited: make(chan struct{}),
-		reapOK: make(chan struct{}),
-		reaped: make(chan struct{}),
-	}
-	reapers.Add(1)
-	go s.wait(reapers)
-	return s, nil
-}
-
-// wait is the successor's waiter. It ends when the process has exited and
-// been reaped. Between the two it waits for reapOK: while the exited
-// process is not reaped its PID, and so its process group ID, cannot be
-// reused, which makes killing the group safe.
-func (s *successor) wait(reapers *sync.WaitGroup) {
-	defer reapers.Done()
-	if waitExitedNoReap(s.pid()) {
-		close(s.exited)
-		<-s.reapOK
-		s.waitErr = s.cmd.Wait()
-	} else {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}
-	close(s.reaped)
-}
-
-// fail ends a failed upgrade: it gives the successor up to grace to exit
-// by itself, then kills its process group, reaps it and closes the
-// hand-off channel. If the process had exited on its own and preferExit is
-// set, its exit status (an *exec.ExitError) replaces cause, which then only
-// said that the channel ended. It returns the error for Upgrade.
-func (s *successor) fail(stage Stage, cause error, grace time.Duration, preferExit bool) error {
-	if grace > 0 {
-		t := time.NewTimer(grace)
-		select {
-		case <-s.exited:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	exitedAlone := isDone(s.exited)
-	killGroup(s.pid())
-	s.release()
-	<-s.reaped
-	s.conn.Close()
-	if exitedAlone && preferExit {
-		cause = s.waitErr
-		if cause == nil {
-			cause = errors.New("exited with status 0 before READY")
-		}
-	}
-	return &ChildError{PID: s.pid(), Stage: stage, Err: cause, State: s.cmd.ProcessState}
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
+// receive receives the n entries the parent announced into inv, a batch
+// at a time, each one claimable as soon as it is in: the service's Listen
+// calls run while the rest is still in transit (10,000 listeners take
+// about 10 ms to arrive, which their claims, some 60 ms, now hide). A
+// transfer that fails is reported to the parent and recorded for Listen,
+// the look-ups and Ready to return. Then it watches the parent until the
+// channel ends.
+func (u *Upgrader) receive(p *parentLink, n int) {
+	defer u.wg.Done()
+	err := p.conn.RecvInventoryBatches(n, u.inv.receive)
+	switch {
+	case err == nil:
+		p.conn.SetDeadline(time.Time{})
+	case u.lc.stopRequested(): // Stop closed the channel
+		err = ErrStopped
 	default:
-		return false
+		err = fmt.Errorf("molt: hand-off from parent: %w", err)
+		u.log.Error("molt: hand-off from parent failed", "err", err)
+		p.fail(err)
+		// A parent still sending gets EPIPE at once instead of blocking
+		// on a full socket until its deadline, holding its listeners.
+		p.conn.CloseRead()
+	}
+	u.inv.receiveEnded(err)
+	if err != nil {
+		// The channel is broken, but the parent lives on (and will end
+		// this process): WaitForParent returns only at Stop.
+		<-u.lc.stop
+		close(p.gone)
+		return
+	}
+	u.watch(p)
+}
+
+// fail tells the parent that this successor failed and why, so that its
+// Upgrade reports the cause rather than an exit status or a later Stop.
+// The parent acts on the successor's first message only.
+func (p *parentLink) fail(err error) {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	p.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	p.conn.SendFailed(err.Error())
+}
+
+// testHookReadySent, if not nil, is called by Ready right after READY was
+// written to the parent, before the wait for its ACK. It is a test hook and
+// nil in production: the tests set it (export_test.go) in a successor to
+// crash that process between READY and ACK.
+var testHookReadySent func()
+
+// tellReady sends READY and waits for the parent's ACK. A parent that is
+// gone, or does not answer in time, leaves this generation serving alone.
+func (u *Upgrader) tellReady(p *parentLink) {
+	timeout := u.opts.readyTimeout()
+	p.sendMu.Lock()
+	p.conn.SetWriteDeadline(time.Now().Add(timeout))
+	err := p.conn.SendReady()
+	p.sendMu.Unlock()
+	if err != nil {
+		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
+		return
+	}
+	if testHookReadySent != nil {
+		testHookReadySent()
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.acked:
+	case <-p.gone:
+		// watch closes acked before gone: an ACK that arrived just before
+		// the end of the channel counts.
+		if !isDone(p.acked) {
+			u.log.Warn("molt: parent gone before it acknowledged READY; serving alone")
+		}
+	case <-u.lc.stop:
+	case <-t.C:
+		u.log.Warn("molt: parent did not acknowledge READY; serving anyway", "waited", timeout)
 	}
 }
 
-// release lets the waiter of a successor that took over reap it whenever it
-// exits; nothing kills it.
-func (s *successor) release() { s.once.Do(func() { close(s.reapOK) }) }
+// watch reads the parent's messages until the channel ends: an ACK after
+// READY, connections it hands over, then end-of-file when the parent stops
+// or exits.
+func (u *Upgrader) watch(p *parentLink) {
+	defer close(p.gone)
+	acked := false
+	for {
+		m, err := p.conn.RecvMessage()
+		if err != nil {
+			if !u.lc.stopRequested() {
+				u.log.Info("molt: parent gone", "parent_pid", p.pid, "err", errorOrEOF(err))
+				// Nothing more can come or go: a process that serves for
+				// months keeps no descriptor for its long-gone parent.
+				p.conn.Close()
+			}
+			return
+		}
+		switch {
+		case m.Type == handoff.TypeAck && !acked:
+			acked = true
+			close(p.acked)
+		case m.Type == handoff.TypeConn:
+			u.receiveConn(m)
+		default:
+			u.log.Warn("molt: unexpected message from parent", "message_type", m.Type.String())
+		}
+	}
+}
+
+// receiveConn gives a connection the parent handed over to the listener it
+// was accepted on. If this generation no longer serves that listener (it is
+// draining itself), the connection goes on to its own successor; only
+// without one is it closed.
+func (u *Upgrader) receiveConn(m handoff.Message) {
+	if l := u.inv.listenerFor(m.Entry); l != nil {
+		f := os.NewFile(uintptr(m.FD), "molt:conn")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			u.log.Warn("molt: connection from parent unusable", "err", err)
+			return
+		}
+		if !l.push(c) {
+			if err := passOn(u.sendConn, c.(liveHandle), m.Entry); err != nil {
+				u.log.Warn("molt: handed-over connection reached a closed listener", "entry", m.Entry.Network+" "+m.Entry.Addr, "err", err)
+			}
+			c.Close()
+		}
+		return
+	}
+	defer closeFD(m.FD)
+	if err := u.sendConn(m.Entry, m.FD); err != nil {
+		u.log.Warn("molt: connection from parent for a listener this generation does not serve",
+			"entry", m.Entry.Network+" "+m.Entry.Addr, "err", err)
+	}
+}
+
+func errorOrEOF(err error) any {
+	if err == nil {
+		return nil
+	}
+	return err.Error()
+}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,16 @@ import (
 func countFDs(t *testing.T) int {
 	t.Helper()
 	return countFDsWhere(t, func(string) bool { return true })
+}
+
+// countFDsButPidfds counts this process's descriptors, leaving out the
+// pidfds Go keeps for child processes until they are reaped: a successor
+// of an earlier test may still be exiting when a harness takes its
+// baseline (seen with -count=2), and a leaked child is caught by the
+// process check anyway.
+func countFDsButPidfds(t *testing.T) int {
+	t.Helper()
+	return countFDsWhere(t, func(link string) bool { return link != "anon_inode:[pidfd]" })
 }
 
 // countFDsWhere returns the number of this process's descriptors whose
@@ -370,7 +381,14 @@ func TestChainedUpgrades(t *testing.T) {
 
 	ld := startLoad(base, 4, 100000)
 	for gen := 2; gen <= 4; gen++ {
-		if out, err := httpPost(base + "upgrade"); err != nil {
+		// Until it closes its listener, the generation that just handed
+		// over may accept the request and answer, rightly, that it was
+		// upgraded already: the request then goes again, to the successor.
+		out, err := httpPost(base + "upgrade")
+		for try := 0; err != nil && strings.Contains(err.Error(), molt.ErrUpgraded.Error()) && try < 100; try++ {
+			out, err = httpPost(base + "upgrade")
+		}
+		if err != nil {
 			t.Fatalf("upgrade to generation %d: %v (%s)", gen, err, out)
 		}
 		r := ev.Wait(t, "ready")
@@ -668,9 +686,19 @@ func TestEventsAndStats(t *testing.T) {
 		mu     sync.Mutex
 		events []molt.Event
 	)
+	var committed atomic.Int64
+	removeCommit := u.OnCommit(func(ctx context.Context, pid int) {
+		if st := u.Stats().State; st != molt.StateUpgrading {
+			t.Errorf("commit hook ran in state %v, want it before the commit", st)
+		}
+		if _, ok := ctx.Deadline(); !ok || pid == 0 {
+			t.Errorf("commit hook got a context without deadline or pid %d", pid)
+		}
+		committed.Add(1)
+	})
 	remove := u.Observe(func(e molt.Event) {
-		if e.Kind == molt.EventUpgradeSucceeded && u.Stats().State != molt.StateUpgrading {
-			t.Errorf("upgrade-succeeded delivered in state %v, want it before the commit", u.Stats().State)
+		if e.To != u.Stats().State {
+			t.Errorf("event %v (%v → %v) delivered in state %v", e.Kind, e.From, e.To, u.Stats().State)
 		}
 		mu.Lock()
 		events = append(events, e)
@@ -699,6 +727,10 @@ func TestEventsAndStats(t *testing.T) {
 	}
 	u.Stop()
 	remove()
+	removeCommit()
+	if n := committed.Load(); n != 1 {
+		t.Errorf("commit hook ran %d times, want once (for the successor that said READY)", n)
+	}
 
 	var kinds []string
 	for _, e := range events {
@@ -707,7 +739,7 @@ func TestEventsAndStats(t *testing.T) {
 			t.Errorf("event %v from pid %d generation %d, want %d and 1", e.Kind, e.PID, e.Generation, os.Getpid())
 		}
 	}
-	want := "ready upgrade-started upgrade-failed upgrade-started upgrade-succeeded draining stopping stopped"
+	want := "ready upgrade-started upgrade-failed upgrade-started upgraded stopping stopped"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Errorf("events = %s\nwant     %s", got, want)
 	}
@@ -715,7 +747,7 @@ func TestEventsAndStats(t *testing.T) {
 		t.Errorf("upgrade-failed event = %+v, want its error, successor PID and duration", e)
 	}
 	if e := events[4]; e.Err != nil || e.SuccessorPID == 0 {
-		t.Errorf("upgrade-succeeded event = %+v, want no error and the successor PID", e)
+		t.Errorf("upgraded event = %+v, want no error and the successor PID", e)
 	}
 }
 

@@ -304,7 +304,7 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 	s.mu.Unlock()
 
 	for _, t := range tries {
-		err := molt.HandOver(t.c)
+		err := handOver(t.c)
 		switch {
 		case err == nil:
 			s.forget(t.c) // net/http's read ends with a timeout; it closes its copy
@@ -394,6 +394,24 @@ func (s *HTTPServer) isDraining() bool {
 	default:
 		return false
 	}
+}
+
+// httpReadSize is the size of net/http's read buffer (bufio's default, in
+// which its server reads requests): a connection whose server is blocked
+// in a read this size holds none of the next request in this process.
+const httpReadSize = 4096
+
+// handOver passes an idle HTTP/1 connection to the successor (see
+// molt.HandOver), telling molt what only net/http knows: the size of its
+// read buffer. A TLS connection never moves: its session lives in this
+// process. HTTP/2 connections never get here (drainStep leaves them to
+// the GOAWAY of phase two); one whose client sent the h2c preface while it
+// was new has been read from, and HandOver refuses it as busy.
+func handOver(c net.Conn) error {
+	if _, ok := c.(*tls.Conn); ok {
+		return molt.ErrNotHandable
+	}
+	return molt.HandOver(c, httpReadSize)
 }
 
 // isH2 reports whether c negotiated HTTP/2 over TLS.

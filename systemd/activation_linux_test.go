@@ -87,7 +87,7 @@ func roleActivated() int {
 	}
 	var inv []string
 	for _, e := range upg.Stats().Inventory {
-		inv = append(inv, e.Kind+":"+e.Name)
+		inv = append(inv, string(e.Kind)+":"+e.Name)
 	}
 	say("gen=%d %s inventory=%s", gen, addrs, strings.Join(inv, ","))
 	if err := upg.Ready(); err != nil {

@@ -62,6 +62,7 @@ type Service struct {
 	pid      int
 	watchdog time.Duration // the watchdog timeout for this process; 0 when none
 	unwatch  func()        // removes the Upgrader observer
+	uncommit func()        // removes the commit hook
 
 	wg sync.WaitGroup // the watchdog pinger and Draining's extenders; Close waits
 
@@ -78,7 +79,10 @@ type Service struct {
 	claimed   map[string]claim // names claimed in this process
 	inherited []string         // names handed over by the previous generation
 	pingStop  chan struct{}    // closed to stop the watchdog pinger; nil when none runs
-	closing   chan struct{}    // closed by Close
+	// upgradeStarted is when the running upgrade began, for the status
+	// the hand-over sets.
+	upgradeStarted time.Time
+	closing        chan struct{} // closed by Close
 }
 
 // claim is a socket this process took under a name.
@@ -154,6 +158,7 @@ func Attach(upg *molt.Upgrader, opts Options) (*Service, error) {
 		}
 	}
 	s.unwatch = upg.Observe(s.observe)
+	s.uncommit = upg.OnCommit(s.handOver)
 	s.mu.Lock()
 	s.startPingerLocked()
 	s.mu.Unlock()
@@ -184,6 +189,7 @@ func (s *Service) Close() error {
 	s.mu.Unlock()
 
 	s.unwatch()
+	s.uncommit()
 	for _, p := range passed {
 		closeFD(p.fd)
 	}
@@ -280,9 +286,10 @@ func (s *Service) observe(e molt.Event) {
 	case molt.EventReady:
 		s.ready()
 	case molt.EventUpgradeStarted:
+		s.mu.Lock()
+		s.upgradeStarted = e.Time
+		s.mu.Unlock()
 		s.send("upgrade started", Reloading, Status(fmt.Sprintf("reloading: starting generation %d", e.Generation+1)))
-	case molt.EventUpgradeSucceeded:
-		s.handOver(e)
 	case molt.EventUpgradeFailed:
 		s.log.Error("systemd: upgrade failed; still serving", "err", e.Err, "generation", e.Generation)
 		s.reclaim(e)
@@ -413,29 +420,31 @@ func (s *Service) reclaim(e molt.Event) {
 	s.notifyLocked(ctx, "reclaim", MainPID(e.PID))
 }
 
-// handOver runs at EventUpgradeSucceeded, while this process is still the
-// main process and before it begins to drain: one datagram makes the
-// successor the main process and ends the reload, and the barrier waits
-// until systemd has processed it. Only then does the Upgrader acknowledge
-// the successor's READY, so systemd never sees the main process exit before
+// handOver is the Upgrader's commit hook: it runs once the successor said
+// READY, while this process is still the main process and before the
+// successor is acknowledged. One datagram makes the successor the main
+// process and ends the reload, and the barrier waits until systemd has
+// processed it, within ctx. Only then does the Upgrader acknowledge the
+// successor's READY, so systemd never sees the main process exit before
 // it knows the next one, and the successor is the main process before its
 // Ready returns. From here on this process sends nothing.
-func (s *Service) handOver(e molt.Event) {
+func (s *Service) handOver(ctx context.Context, successorPID int) {
 	s.mu.Lock()
 	s.stopPingerLocked()
-	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
-	sent := !s.stopping && s.notifyLocked(ctx, "hand-over", MainPID(e.SuccessorPID), Reloading, Ready,
+	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	took := time.Since(s.upgradeStarted).Round(time.Millisecond)
+	sent := !s.stopping && s.notifyLocked(sctx, "hand-over", MainPID(successorPID), Reloading, Ready,
 		Status(fmt.Sprintf("ready: generation %d, pid %d (upgraded from pid %d in %v)",
-			e.Generation+1, e.SuccessorPID, e.PID, e.Duration.Round(time.Millisecond))))
+			s.upg.Generation()+1, successorPID, s.pid, took)))
 	cancel()
 	s.main = false // a successor took over: this process only drains
 	s.mu.Unlock()
 	if !sent {
 		return
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), barrierTimeout)
+	bctx, cancel := context.WithTimeout(ctx, barrierTimeout)
 	defer cancel()
-	if err := s.n.Barrier(ctx); err != nil {
-		s.log.Warn("systemd: no confirmation that systemd processed the hand-over", "successor_pid", e.SuccessorPID, "err", err)
+	if err := s.n.Barrier(bctx); err != nil {
+		s.log.Warn("systemd: no confirmation that systemd processed the hand-over", "successor_pid", successorPID, "err", err)
 	}
 }

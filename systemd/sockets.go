@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/reserved"
 )
 
 // Listen returns the listening socket named name, from the first place
@@ -100,7 +101,7 @@ func (s *Service) PacketConn(name string) (net.PacketConn, error) {
 		f.Close()
 		return nil, err
 	}
-	return keepLocked(s, name, pc, pc.LocalAddr(), f, false, s.upg.AddPacketConn)
+	return keepLocked(s, name, pc, pc.LocalAddr(), f, false, s.addPacketConn)
 }
 
 func (s *Service) listener(name, network, addr string) (net.Listener, error) {
@@ -178,7 +179,7 @@ func (s *Service) listener(name, network, addr string) (net.Listener, error) {
 		f.Close()
 		return nil, err
 	}
-	return keepLocked(s, name, ln, ln.Addr(), f, false, s.upg.AddListener)
+	return keepLocked(s, name, ln, ln.Addr(), f, false, s.addListener)
 }
 
 // keepLocked puts a socket from systemd (h, local address local), or a
@@ -195,7 +196,7 @@ func keepLocked[T io.Closer](s *Service, name string, h T, local net.Addr, f *os
 		if ul, ok := any(h).(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false) // the file outlives this process
 		}
-		if err := s.upg.AddFile(key, f); err != nil {
+		if err := reserved.AddFile(s.upg, key, f); err != nil {
 			h.Close()
 			f.Close()
 			return zero, fmt.Errorf("systemd: socket %q: %w", name, err)
@@ -289,7 +290,7 @@ func (s *Service) createLocked(name, network, addr string) (net.Listener, error)
 		ln.Close()
 		return nil, fmt.Errorf("systemd: socket %q: %w", name, err)
 	}
-	return keepLocked(s, name, ln, ln.Addr(), os.NewFile(uintptr(fd), "systemd:"+name), true, s.upg.AddListener)
+	return keepLocked(s, name, ln, ln.Addr(), os.NewFile(uintptr(fd), "systemd:"+name), true, s.addListener)
 }
 
 // isPathAddr reports whether a is a Unix socket address with a file.
@@ -402,4 +403,14 @@ func checkAddr(got net.Addr, network, addr string) error {
 		return mismatch()
 	}
 	return nil
+}
+
+// addListener and addPacketConn add under this package's reserved prefix,
+// which the Upgrader's own Add methods refuse.
+func (s *Service) addListener(name string, ln net.Listener) (net.Listener, error) {
+	return reserved.AddListener(s.upg, name, ln)
+}
+
+func (s *Service) addPacketConn(name string, pc net.PacketConn) (net.PacketConn, error) {
+	return reserved.AddPacketConn(s.upg, name, pc)
 }

@@ -325,7 +325,7 @@ func TestStrings(t *testing.T) {
 		{Type(0).String(), "Type(0)"},
 		{Type(200).String(), "Type(200)"},
 		{KindListener.String(), "listener"},
-		{KindPacketConn.String(), "packetconn"},
+		{KindPacketConn.String(), "packet-conn"},
 		{KindConn.String(), "conn"},
 		{KindFile.String(), "file"},
 		{Kind(9).String(), "Kind(9)"},

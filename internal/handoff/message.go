@@ -18,14 +18,14 @@ const (
 	KindFile       Kind = 4 // any other file (*os.File)
 )
 
-// String returns "listener", "packetconn", "conn" or "file", or "Kind(n)"
+// String returns "listener", "packet-conn", "conn" or "file", or "Kind(n)"
 // for an unknown value.
 func (k Kind) String() string {
 	switch k {
 	case KindListener:
 		return "listener"
 	case KindPacketConn:
-		return "packetconn"
+		return "packet-conn"
 	case KindConn:
 		return "conn"
 	case KindFile:
