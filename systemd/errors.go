@@ -54,4 +54,9 @@ var (
 	// socket, a connected rather than a listening socket (Accept=yes), or
 	// a stream socket asked for as a packet socket.
 	ErrWrongType = errors.New("systemd: descriptor is not that kind of socket")
+
+	// ErrTooLate is returned by [Attach] for an Upgrader that is past its
+	// start (Ready was called, or Stop): the sockets systemd passed and
+	// the first notifications belong before Ready.
+	ErrTooLate = errors.New("systemd: Attach must be called before the Upgrader is ready")
 )

@@ -99,11 +99,12 @@ type claim struct {
 //   - at Ready: MAINPID (this process), READY=1 and a STATUS line — in the
 //     first generation only; a successor is announced by its parent;
 //   - when an upgrade starts: RELOADING=1 with MONOTONIC_USEC;
-//   - when it succeeded, in one datagram sent by this process while it is
-//     still the main process and before it begins to drain: MAINPID of the
-//     successor, READY=1 and a STATUS line; it then waits (up to 5 s) until
-//     systemd processed it (BARRIER=1) before the successor is let go on.
-//     From then on this process sends nothing;
+//   - when the successor said READY, from the Upgrader's commit hook
+//     ([molt.Upgrader.OnCommit]), in one datagram sent by this process while
+//     it is still the main process and before the successor is
+//     acknowledged: MAINPID of the successor, READY=1 and a STATUS line; it
+//     then waits (up to 5 s) until systemd processed it (BARRIER=1) before
+//     the successor is let go on. From then on this process sends nothing;
 //   - when it failed: READY=1 and a STATUS line with the reason; this
 //     process goes on serving;
 //   - at Stop, or [Service.Draining]: STOPPING=1.
@@ -116,11 +117,11 @@ type claim struct {
 //
 // Outside systemd (NOTIFY_SOCKET unset) Attach succeeds and the Service
 // sends nothing. It fails with [ErrInvalidEnv] for a malformed variable of
-// systemd's, and if upg is past its start. Call [Service.Close] when done
+// systemd's, and with [ErrTooLate] if upg is past its start. Call [Service.Close] when done
 // (after upg.Stop); it is safe to call more than once.
 func Attach(upg *molt.Upgrader, opts Options) (*Service, error) {
 	if st := upg.State(); st != molt.StateStarting {
-		return nil, fmt.Errorf("systemd: Attach must be called before the Upgrader is ready (it is %s)", st)
+		return nil, fmt.Errorf("%w (it is %s)", ErrTooLate, st)
 	}
 	n, err := NewNotifier()
 	if errors.Is(err, ErrNoNotifySocket) {
