@@ -132,7 +132,9 @@ func (u *Upgrader) beginUpgrade(start time.Time) ([]*entry, error) {
 // it. fn cannot stop the upgrade: a successor that then fails to take the
 // ACK fails the upgrade ([EventUpgradeFailed] follows), and this process
 // serves on. Hooks run in the order they were registered, in the
-// goroutine that called Upgrade. The returned function removes fn.
+// goroutine that called Upgrade; fn must not call OnCommit or a remove
+// function (hooks run under the lock those take). The returned function
+// removes fn; after it returns, fn is not called again.
 func (u *Upgrader) OnCommit(fn func(ctx context.Context, successorPID int)) (remove func()) {
 	u.commitMu.Lock()
 	defer u.commitMu.Unlock()
