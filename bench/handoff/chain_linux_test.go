@@ -11,12 +11,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/internal/reap"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,11 +23,6 @@ import (
 // loaded machine, and above the generations' own upgradeTimeout, so that
 // they report a hung successor before the driver gives up on them.
 const stepTimeout = 2 * time.Minute
-
-// reaper makes the test process a child subreaper: generations whose
-// parent has exited become its children, so it can wait for each one and
-// know that none is left. One per process, since it reaps every child.
-var reaper = sync.OnceValues(proc.NewReaper)
 
 // event is one report line of a generation.
 type event struct {
@@ -75,7 +69,7 @@ type chain struct {
 	tb     testing.TB
 	system string
 	n      int
-	r      *proc.Reaper
+	r      *reap.Reaper
 
 	lifeline   *os.File      // write end of every generation's stdin: closing it ends them all
 	reports    *os.File      // read end of their stdout
@@ -101,7 +95,10 @@ type upgradeResult struct {
 // profiles. The chain ends in tb's cleanup.
 func startChain(tb testing.TB, system string, n int, profileDir string) *chain {
 	tb.Helper()
-	r, err := reaper()
+	// The test process is a child subreaper: generations whose parent has
+	// exited become its children, so it can wait for each one and know
+	// that none is left.
+	r, err := reap.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -329,7 +326,7 @@ func (c *chain) cleanup() {
 	c.lifeline.Close()
 	if !c.r.WaitAllGone(ctx) {
 		left := c.r.KillLeft(10 * time.Second)
-		c.tb.Errorf("processes left behind, killed: %s", strings.Join(left, "; "))
+		c.tb.Errorf("processes left behind, killed: %v", left)
 	}
 	// The report pipe ends with its last writer.
 	t := time.NewTimer(10 * time.Second)

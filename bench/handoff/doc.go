@@ -85,9 +85,9 @@
 //
 // # Running it
 //
-// Linux only: the driver is a child subreaper, so it reaps every generation
-// and checks that none is left (see bench/internal/proc), and the listeners
-// use Linux's loopback /8. From bench/:
+// Linux only: the driver is a child subreaper, so it reaps every
+// generation and checks that none is left (package internal/reap of the
+// root module), and the listeners use Linux's loopback /8. From bench/:
 //
 //	go test ./handoff -run '^$' -bench . -count 10 | tee new.txt
 //	benchstat new.txt

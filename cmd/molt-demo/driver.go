@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moltgo/molt/internal/reap"
 )
 
 // driver runs the demo: it starts the first server generation, puts it
@@ -18,15 +20,15 @@ type driver struct {
 	cfg    config
 	tty    bool // standard output is a terminal: show live progress
 	events *eventLog
-	reaper *reaper
+	reaper *reap.Reaper
 	first  int // PID of the first generation
 	load   *load
 
 	mu       sync.Mutex // protects the fields below
 	loadTook time.Duration
 	upgrades []upgradeResult
-	problems []string // anything else that went wrong
-	left     []int    // processes killed because they outlived the demo
+	problems []string       // anything else that went wrong
+	left     []reap.Process // processes killed because they outlived the demo
 }
 
 // upgradeResult is what happened to one upgrade the driver asked for.
@@ -51,7 +53,7 @@ func runDriver(cfg config) int {
 
 	d := &driver{cfg: cfg, tty: isTerminal(os.Stdout), events: newEventLog()}
 	var err error
-	if d.reaper, err = newReaper(); err != nil {
+	if d.reaper, err = reap.New(); err != nil {
 		fmt.Fprintf(os.Stderr, "molt-demo: %v\n", err)
 		return 1
 	}
@@ -78,15 +80,13 @@ func (d *driver) startServer() error {
 	cmd := exec.Command(exe, "-serve", "-addr", d.cfg.addr)
 	cmd.Stdout = w
 	cmd.Stderr = os.Stderr
-	d.reaper.prepare(cmd)
-	err = cmd.Start()
-	w.Close() // the servers hold the write end: end-of-file once all are gone
+	err = d.reaper.Start(cmd) // in a process group of its own; the reaper reaps it
+	w.Close()                 // the servers hold the write end: end-of-file once all are gone
 	if err != nil {
 		r.Close()
 		return fmt.Errorf("start the server: %w", err)
 	}
 	d.first = cmd.Process.Pid
-	d.reaper.started(cmd)
 	go d.events.read(r)
 	return nil
 }
@@ -134,7 +134,7 @@ func (d *driver) upgrade(ctx context.Context, n int) {
 	defer func() { d.addUpgrade(r) }()
 
 	mark := d.events.len()
-	if err := d.reaper.signal(from.PID, syscall.SIGHUP); err != nil {
+	if err := d.reaper.Signal(from.PID, syscall.SIGHUP); err != nil {
 		r.err = fmt.Sprintf("SIGHUP to pid %d: %v", from.PID, err)
 		return
 	}
@@ -186,13 +186,17 @@ func (d *driver) shutdown(deadline time.Time) {
 	if last, ok := d.events.latestReady(); ok {
 		pid = last.PID
 	}
-	if err := d.reaper.signal(pid, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := d.reaper.Signal(pid, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		d.problem("SIGTERM to pid %d: %v", pid, err)
 	}
-	left := d.reaper.waitGone(ctx, killGrace)
+	var left []reap.Process
+	if !d.reaper.WaitAllGone(ctx) {
+		left = d.reaper.KillLeft(killGrace)
+	}
 
 	// Every server holds the output pipe: it ends when the last one exits.
-	// It is also the only sign of their exit where the reaper sees nothing.
+	// It is also the only sign of their exit where the reaper cannot see
+	// them all.
 	endCtx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	select {

@@ -41,8 +41,11 @@
 // and drains and stops on SIGTERM or SIGINT.
 //
 // molt needs Unix descriptor passing: on Windows molt-demo only says so. On
-// systems other than Linux it runs without the subreaper and skips the
-// left-behind check.
+// systems other than Linux it runs without the subreaper: it reaps only
+// generation 1, the process it started itself, and learns that the others
+// are gone when their shared output pipe ends; of the processes left
+// behind it can report only generation 1. Package internal/reap does the
+// reaping, for the benchmarks in bench/ too.
 package main
 
 import (

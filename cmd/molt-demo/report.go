@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moltgo/molt/internal/reap"
 )
 
 // maxPIDsShown is how many serving PIDs the report lists.
@@ -66,8 +68,12 @@ func (d *driver) report(w io.Writer) int {
 	unclean := d.uncleanExits(gens)
 	row("generations", "%d started, %d exited cleanly", len(gens), len(gens)-len(unclean))
 	pass = pass && len(unclean) == 0
-	if leftBehindChecked {
-		row("left behind", "%s%s", plural(len(d.left), "process", "processes"), pidList(d.left, " (killed: ", ")"))
+	var leftPIDs []int
+	for _, p := range d.left {
+		leftPIDs = append(leftPIDs, p.PID)
+	}
+	if reap.SeesEveryProcess || len(d.left) > 0 {
+		row("left behind", "%s%s", plural(len(d.left), "process", "processes"), pidList(leftPIDs, " (killed: ", ")"))
 		pass = pass && len(d.left) == 0
 	} else {
 		row("left behind", "not checked on %s (needs Linux's child subreaper)", runtime.GOOS)
@@ -92,7 +98,10 @@ func (d *driver) report(w io.Writer) int {
 	for _, s := range unclean {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
-	if status, ok := d.reaper.exitOf(d.first); ok && len(gens) == 0 {
+	for _, p := range d.left {
+		fmt.Fprintf(w, "  left behind and killed: %v\n", p)
+	}
+	if status, ok := d.reaper.Status(d.first); ok && len(gens) == 0 {
 		fmt.Fprintf(w, "  gen 1 (pid %d) ended with %s\n", d.first, status)
 	}
 	for _, p := range d.problems {
@@ -152,7 +161,7 @@ func (d *driver) uncleanExits(gens []event) []string {
 		if i == len(gens)-1 {
 			want = "signal: terminated"
 		}
-		status, reaped := d.reaper.exitOf(g.PID)
+		status, reaped := d.reaper.Status(g.PID)
 		e, exited := exits[g.PID]
 		switch {
 		case !exited && reaped:

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt/bench/internal/eventlog"
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 const (
@@ -32,7 +32,7 @@ const (
 // and its successors, all printing on one pipe.
 type chain struct {
 	sys    system
-	reaper *proc.Reaper
+	reaper *reap.Reaper
 	events *eventlog.Log[serverEvent]
 	env    []string    // the environment of the processes the driver starts
 	out    *os.File    // the pipe's write end, kept while the driver may start processes
@@ -52,7 +52,7 @@ type upgradeResult struct {
 }
 
 // startChain starts generation 1 of sys and waits until it is ready.
-func startChain(ctx context.Context, r *proc.Reaper, sys system) (*chain, error) {
+func startChain(ctx context.Context, r *reap.Reaper, sys system) (*chain, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -237,7 +237,7 @@ func (c *chain) stop() chainEnd {
 	defer cancel()
 	if !c.reaper.WaitAllGone(ctx) {
 		for _, p := range c.reaper.KillLeft(killGrace) {
-			end.problems = append(end.problems, "left behind and killed: "+p)
+			end.problems = append(end.problems, "left behind and killed: "+p.String())
 		}
 	}
 	// Every server holds the pipe: it ends when the last one has exited

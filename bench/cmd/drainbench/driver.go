@@ -10,7 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/bench/internal/machine"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 const (
@@ -39,8 +40,8 @@ type loadResult struct {
 // runDriver runs the benchmark and returns the exit status.
 func runDriver(cfg config) int {
 	start := time.Now()
-	mach := proc.DescribeMachine() // before the load, for its load average
-	r, err := proc.NewReaper()
+	mach := machine.Describe() // before the load, for its load average
+	r, err := reap.New()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "drainbench: %v\n", err)
 		return 1
@@ -93,7 +94,7 @@ func runDriver(cfg config) int {
 // runLoad runs the load phase of one system: a chain under load from
 // every kind of client, -steady without upgrades, the upgrades, -steady
 // again.
-func runLoad(ctx context.Context, cfg config, r *proc.Reaper, sys system) *loadResult {
+func runLoad(ctx context.Context, cfg config, r *reap.Reaper, sys system) *loadResult {
 	lr := &loadResult{sys: sys, kinds: clientKinds(cfg.clients, cfg.streams, cfg.kinds)}
 	ch, err := startChain(ctx, r, sys)
 	if err != nil {

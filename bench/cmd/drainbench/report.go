@@ -7,13 +7,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/bench/internal/machine"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 // report renders the results of a run.
 type report struct {
 	cfg     config
-	machine proc.Machine
+	machine machine.Info
 	loads   []*loadResult // one per system, in the order of -systems
 	wrk     []wrkResult
 	took    time.Duration
@@ -266,7 +267,7 @@ func (r *report) upgradeFigures(b *strings.Builder, l *loadResult, h string) {
 	p("- processes: %d generations became ready; ", l.end.generations)
 	if len(l.end.problems) == 0 {
 		p("every one drained, exited cleanly and was reaped; none was left behind")
-		if !proc.SeesEveryProcess {
+		if !reap.SeesEveryProcess {
 			p(" (only the end of the shared output pipe was checked on this platform)")
 		}
 		p(".\n")

@@ -7,9 +7,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 // wrkResult is one run of wrk against a server that upgrades meanwhile.
@@ -60,7 +61,7 @@ func (w wrkResult) ok() bool {
 
 // runWrkPhase runs wrk keep-alive and with "Connection: close", each
 // against a fresh server chain, if wrk is installed.
-func runWrkPhase(ctx context.Context, cfg config, r *proc.Reaper) []wrkResult {
+func runWrkPhase(ctx context.Context, cfg config, r *reap.Reaper) []wrkResult {
 	path, err := exec.LookPath("wrk")
 	if err != nil {
 		fmt.Println("drainbench: wrk is not installed: skipping the wrk phase")
@@ -77,7 +78,7 @@ func runWrkPhase(ctx context.Context, cfg config, r *proc.Reaper) []wrkResult {
 	return out
 }
 
-func runWrk(ctx context.Context, cfg config, r *proc.Reaper, path, mode string) wrkResult {
+func runWrk(ctx context.Context, cfg config, r *reap.Reaper, path, mode string) wrkResult {
 	res := wrkResult{mode: mode}
 	molt, _ := systemNamed("molt")
 	ch, err := startChain(ctx, r, molt)
@@ -129,7 +130,7 @@ func runWrk(ctx context.Context, cfg config, r *proc.Reaper, path, mode string) 
 	res.status, err = r.WaitPID(wctx, cmd.Process.Pid)
 	if err != nil {
 		res.status = fmt.Sprintf("still running: %v", err)
-		cmd.Process.Kill() // not reaped yet, so the PID is still wrk's
+		r.Signal(cmd.Process.Pid, syscall.SIGKILL) // not reaped yet, so the PID is still wrk's
 	}
 	b, _ := os.ReadFile(f.Name())
 	res.output = string(b)

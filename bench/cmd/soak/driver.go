@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/bench/internal/machine"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 const (
@@ -61,8 +62,8 @@ type driver struct {
 // runDriver runs the soak and returns the exit status.
 func runDriver(cfg config) int {
 	d := &driver{cfg: cfg, start: time.Now()}
-	mach := proc.DescribeMachine() // before the load, for its load average
-	r, err := proc.NewReaper()
+	mach := machine.Describe() // before the load, for its load average
+	r, err := reap.New()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
 		return 1
@@ -110,7 +111,7 @@ func runDriver(cfg config) int {
 
 // run starts the service and the load, takes the baseline, performs the
 // upgrades with their samples, takes the end sample and stops everything.
-func (d *driver) run(ctx context.Context, r *proc.Reaper, failFile string) serviceEnd {
+func (d *driver) run(ctx context.Context, r *reap.Reaper, failFile string) serviceEnd {
 	cfg := d.cfg
 	svc, err := startService(ctx, r, failFile)
 	if err != nil {

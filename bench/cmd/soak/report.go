@@ -6,13 +6,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/bench/internal/machine"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 // report renders the results of a run and judges them.
 type report struct {
 	d       *driver
-	machine proc.Machine
+	machine machine.Info
 	end     serviceEnd
 	took    time.Duration
 	checks  []check // filled by markdown
@@ -134,7 +135,7 @@ func (r *report) processes(b *strings.Builder) {
 	e := r.end
 	left := "nothing left behind"
 	switch {
-	case !proc.SeesEveryProcess:
+	case !reap.SeesEveryProcess:
 		left = "left-behind check limited to the driver's own children on this system"
 	case slices.ContainsFunc(e.problems, func(p string) bool { return strings.HasPrefix(p, leftBehind) }):
 		left = "processes left behind (killed)"

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt/bench/internal/eventlog"
-	"github.com/moltgo/molt/bench/internal/proc"
+	"github.com/moltgo/molt/internal/reap"
 )
 
 const (
@@ -33,7 +33,7 @@ const (
 // service is the molt service under test: generation 1, started by the
 // driver, and its successors, all printing on one pipe.
 type service struct {
-	reaper   *proc.Reaper
+	reaper   *reap.Reaper
 	events   *eventlog.Log[serverEvent]
 	failFile string      // exists while a successor is meant to fail
 	first    int         // generation 1's PID
@@ -50,7 +50,7 @@ type step struct {
 }
 
 // startService starts generation 1 and waits until it is ready.
-func startService(ctx context.Context, r *proc.Reaper, failFile string) (*service, error) {
+func startService(ctx context.Context, r *reap.Reaper, failFile string) (*service, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func (s *service) waitExit(ctx context.Context, old serverEvent, pos int) string
 	if x.Err != "" {
 		return fmt.Sprintf("generation %d (pid %d): drain: %s", old.Gen, old.PID, x.Err)
 	}
-	if !proc.SeesEveryProcess {
+	if !reap.SeesEveryProcess {
 		if !waitGone(wctx, old.PID) {
 			return fmt.Sprintf("generation %d (pid %d) still exists after its exit event", old.Gen, old.PID)
 		}
@@ -243,7 +243,7 @@ func (s *service) stop() serviceEnd {
 	defer cancel()
 	if !s.reaper.WaitAllGone(ctx) {
 		for _, p := range s.reaper.KillLeft(killGrace) {
-			end.problems = append(end.problems, leftBehind+p)
+			end.problems = append(end.problems, leftBehind+p.String())
 		}
 	}
 	// Every server holds the pipe: it ends when the last one has exited

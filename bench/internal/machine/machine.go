@@ -1,4 +1,6 @@
-package proc
+// Package machine describes the machine a benchmark ran on, for its
+// report.
+package machine
 
 import (
 	"bufio"
@@ -9,8 +11,8 @@ import (
 	"time"
 )
 
-// Machine describes where the benchmark ran.
-type Machine struct {
+// Info describes where the benchmark ran.
+type Info struct {
 	cpus     int
 	cpuModel string
 	kernel   string
@@ -19,8 +21,10 @@ type Machine struct {
 	date     string
 }
 
-func DescribeMachine() Machine {
-	m := Machine{
+// Describe describes this machine now: its CPUs, Go, the kernel and the
+// load average.
+func Describe() Info {
+	m := Info{
 		cpus:    runtime.NumCPU(),
 		goVer:   runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
 		kernel:  readTrimmed("/proc/sys/kernel/osrelease"),
@@ -40,7 +44,8 @@ func DescribeMachine() Machine {
 	return m
 }
 
-func (m Machine) String() string {
+// String is one line for a report: "2 CPUs (nproc), <model>, go1.26 linux/amd64, ...".
+func (m Info) String() string {
 	s := fmt.Sprintf("%d CPUs (nproc)", m.cpus)
 	if m.cpuModel != "" {
 		s += ", " + m.cpuModel
