@@ -3,15 +3,14 @@ package control
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/user"
 	"strconv"
 	"syscall"
 )
 
 // Who may use the control socket: the peer credentials of each connection
-// (read in cred_*.go) against the service's user, root and Options.Group,
-// and the ownership of the socket file.
+// (read in cred_*.go) against the service's user, root and Options.Group.
+// The socket file's own mode and group are in sockfile*.go.
 
 // authorize allows the service's own user, root, and members of
 // Options.Group (by effective group).
@@ -54,26 +53,6 @@ func peerOf(c net.Conn) (peer, error) {
 		return unknown, fmt.Errorf("control: peer credentials: %w", perr)
 	}
 	return p, nil
-}
-
-// setOwnership gives the socket file at path its group and mode.
-func setOwnership(path string, mode os.FileMode, gid int) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fmt.Errorf("control: %w", err)
-	}
-	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("control: %s is not a socket", path)
-	}
-	if gid >= 0 {
-		if err := os.Lchown(path, -1, gid); err != nil {
-			return fmt.Errorf("control: set the socket's group: %w", err)
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("control: set the socket's mode: %w", err)
-	}
-	return nil
 }
 
 // lookupGroup resolves a group name or numeric ID.

@@ -18,6 +18,12 @@ import (
 // the next connection normally reaches its successor.
 const maxAttempts = 50
 
+// maxDialAttempts bounds how often a connect refused with EAGAIN (the
+// socket's accept queue is full, as a flood of connections by another
+// user can make it for a moment) is tried again, with a growing pause
+// of up to 50 ms: about two seconds in all.
+const maxDialAttempts = 50
+
 // Client sends requests to a control socket. Each call opens a connection,
 // sends one request, reads its reply and closes the connection; a Client
 // holds no other state and may be used by several goroutines at once.
@@ -80,7 +86,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 //
 // Do fails without a reply with [ErrUnreachable] (no socket file, or
 // nothing accepts on it), [ErrPermissionDenied] (the file's permissions),
-// [ErrUnavailable] (the socket's queue is full), [ErrNoReply] (ctx ended
+// [ErrUnavailable] (the socket's queue stayed full for about two seconds,
+// as for a hung service), [ErrNoReply] (ctx ended
 // or the connection was lost before the reply: the outcome is unknown;
 // when ctx ended the error also matches its error) or [ErrProtocol] (the
 // reply could not be read).
@@ -105,7 +112,7 @@ func (c *Client) Do(ctx context.Context, op string) (*Reply, error) {
 
 // roundTrip sends one request on a new connection and reads its reply.
 func (c *Client) roundTrip(ctx context.Context, op string) (*Reply, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.Path)
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, dialError(ctx, op, err)
 	}
@@ -142,6 +149,27 @@ func (c *Client) roundTrip(ctx context.Context, op string) (*Reply, error) {
 		rep.Op = op
 	}
 	return &rep, nil
+}
+
+// dial connects to the socket. A full accept queue is waited out, within
+// maxDialAttempts: the server empties it as fast as connections come, and
+// refuses the peers it does not serve without holding them.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	pause := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.Path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || attempt == maxDialAttempts {
+			return conn, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+	}
 }
 
 // dialError classifies a failed connect. The error names the path.

@@ -17,7 +17,13 @@
 // listener, so no request is refused during an upgrade. Until a successor
 // is ready its parent answers (a second upgrade request gets
 // [CodeInProgress]); once the successor took over, the parent stops
-// accepting and the successor answers.
+// accepting and the successor answers. The connections the parent had
+// accepted are not closed under their clients: each one waiting for a
+// request is handed to the successor with what its client has sent
+// meanwhile (molt.HandOver), and answered there; a request the parent had
+// begun to read is answered with [CodeReplaced], which [Client] follows
+// to the successor, before the connection is handed over. Call
+// [Server.Close] before the Upgrader's Stop.
 //
 //	upg, err := molt.New(molt.Options{Logger: logger})
 //	...
@@ -45,6 +51,23 @@
 // closed. Where peer credentials cannot be read, [Listen] fails with
 // [ErrNotSupported] rather than serve an unauthenticated socket.
 //
+// The socket's directory must not let another user swap the file for a
+// link to some other file: [Listen] refuses a directory that belongs to a
+// user other than root and the service's, or that its group or others may
+// write to, unless it is sticky like /tmp. The file gets its mode and
+// group as it is created (on Linux, by a bind on a thread with its own
+// umask and file-system group), and is never changed by a name that could
+// since name something else: an inherited file is changed only through a
+// descriptor shown to be the very socket file the chain created (Linux),
+// or not at all.
+//
+// A refused peer is answered and closed by the accept loop before it holds
+// anything, and refusals are logged once per user and interval, with a
+// count. Each allowed user has 64 connections of its own; a 65th is
+// answered with [CodeBusy]. No user's connections take a slot from
+// another, so a flood by one user cannot keep another allowed user from
+// an upgrade or a stop.
+//
 // A stale socket file left by a crashed run is replaced; a socket file
 // that some process still serves is never removed (the Upgrader checks by
 // connecting to it).
@@ -61,7 +84,10 @@
 //
 // (one line on the wire). The ops are "upgrade" (answered when the result
 // is known), "stop" (answered first; then the service stops) and "status"
-// (answered with a [Status]). "v" is required; unknown fields are ignored.
+// (answered with a [Status]). "v" and "op" are required, each once; a
+// request with another key, or a key twice, gets [CodeBadRequest] (a
+// later version that adds keys will say so in "v", and a request that two
+// JSON readers could read differently is never run).
 // [Reply.Code] is the outcome, "ok" or one of the other [Code] values, and
 // [Reply.Error] says why in words. A request longer than [MaxRequestSize],
 // or that is not such an object, gets an error reply and does not disturb
@@ -84,7 +110,8 @@
 // The Upgrader logs every lifecycle event to [molt.Options.Logger] and
 // delivers them to [molt.Upgrader.Observe]. This package logs with stable
 // attribute names: peer_pid, peer_uid, peer_gid (the connecting process),
-// op, code, duration, successor_pid, err, path, signal, action. [StatusOf]
+// op, code, duration, successor_pid, err, path, signal, action, refused
+// (the connections a refusal line stands for). [StatusOf]
 // turns [molt.Upgrader.Stats] into the protocol's [Status], completed by
 // the chain's upgrade history that each generation's [Server] hands to the
 // next (an inventory file named "molt/control/history"); [Expvar] publishes

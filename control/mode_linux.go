@@ -8,9 +8,10 @@ import (
 )
 
 // presetMode sets the mode of a Unix socket before it is bound: Linux
-// creates the socket file with the socket's own mode (minus the umask), so
-// the file never exists with wider permissions. Errors are ignored: the
-// mode is set again on the file after the bind.
+// creates the socket file with the socket's own mode (minus the umask, which
+// withCreationAttrs sets to match), so the file never exists with wider
+// permissions. Errors are ignored: settle checks the file after the bind
+// and completes it through a descriptor.
 func presetMode(rc syscall.RawConn, mode os.FileMode) {
 	rc.Control(func(fd uintptr) { unix.Fchmod(int(fd), uint32(mode.Perm())) })
 }

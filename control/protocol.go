@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -52,12 +53,14 @@ const (
 	CodeReplaced Code = "replaced"
 	// CodeStopping: the service is stopping.
 	CodeStopping Code = "stopping"
-	// CodeBusy: too many connections are open; try again.
+	// CodeBusy: the peer's user has too many connections open (64); try
+	// again. Other users' connections never count.
 	CodeBusy Code = "busy"
 	// CodePermissionDenied: the peer's credentials are not allowed. The
 	// server closes the connection after this reply.
 	CodePermissionDenied Code = "permission_denied"
-	// CodeBadRequest: the request was not a JSON object with "v" and "op".
+	// CodeBadRequest: the request was not a JSON object with exactly the
+	// keys "v" and "op", once each.
 	CodeBadRequest Code = "bad_request"
 	// CodeTooLarge: the request was longer than [MaxRequestSize]. The
 	// server closes the connection after this reply.
@@ -72,7 +75,9 @@ const (
 //
 //	{"v":1,"op":"upgrade"}
 //
-// Unknown fields are ignored, so later versions may add optional ones.
+// It has exactly these two fields: a request with another field, or with
+// one of them twice, is refused with [CodeBadRequest] (a later version
+// that adds fields will say so in "v").
 type Request struct {
 	V  int    `json:"v"`  // protocol version: [Version]
 	Op string `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
@@ -172,39 +177,116 @@ type errRequest struct {
 func (e *errRequest) Error() string { return e.msg }
 
 // decodeRequest parses one request line (without its newline). It accepts
-// a JSON object with "v" equal to [Version] and a known "op"; surrounding
-// white space is ignored. Otherwise it returns an *errRequest with the
-// code to answer and, if it could be read, the op.
+// a JSON object whose only keys are "v", equal to [Version], and "op", a
+// known op, each exactly once; surrounding white space is ignored.
+// Otherwise it returns an *errRequest with the code to answer and, if it
+// could be read, the op.
+//
+// Keys are compared exactly, after JSON unescaping: encoding/json would
+// match "OP" to "op" and let the last of two "op" keys win, so that
+// {"v":1,"op":"status","op":"upgrade"} would read as an upgrade to this
+// server and as a status request to a proxy or log filter that keeps the
+// first. A request that different readers could read differently is
+// refused instead.
 func decodeRequest(line []byte) (Request, error) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] != '{' {
 		return Request{}, &errRequest{CodeBadRequest, "a request is a JSON object on one line"}
 	}
-	var raw struct {
-		V  *int    `json:"v"`
-		Op *string `json:"op"`
-	}
-	if err := json.Unmarshal(line, &raw); err != nil {
-		return Request{}, &errRequest{CodeBadRequest, "malformed request: " + jsonProblem(err)}
-	}
+	f, err := scanRequest(line)
 	var r Request
-	if raw.Op != nil {
-		r.Op = *raw.Op
+	if f.op != nil {
+		r.Op = *f.op
 	}
 	switch {
-	case raw.V == nil:
+	case err != nil:
+		return r, err
+	case f.v == nil:
 		return r, &errRequest{CodeBadRequest, `missing protocol version "v"`}
-	case *raw.V != Version:
-		return r, &errRequest{CodeBadVersion, fmt.Sprintf("protocol version %d not supported (this server speaks %d)", *raw.V, Version)}
-	case raw.Op == nil || r.Op == "":
+	case *f.v != Version:
+		// Before the unknown keys: a later version may have more of them,
+		// and its client should learn that the version is the problem.
+		return r, &errRequest{CodeBadVersion, fmt.Sprintf("protocol version %d not supported (this server speaks %d)", *f.v, Version)}
+	case f.unknown != nil:
+		return r, &errRequest{CodeBadRequest, fmt.Sprintf(`unknown field %s (a version %d request has only "v" and "op")`, quoteShort(*f.unknown), Version)}
+	case f.op == nil || r.Op == "":
 		return r, &errRequest{CodeBadRequest, `missing "op"`}
 	}
-	r.V = *raw.V
+	r.V = *f.v
 	switch r.Op {
 	case OpUpgrade, OpStop, OpStatus:
 		return r, nil
 	}
 	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(r.Op))}
+}
+
+// requestFields are the keys of a request object as scanRequest found
+// them; nil where absent.
+type requestFields struct {
+	v       *int
+	op      *string
+	unknown *string // the first key other than "v" and "op"
+}
+
+// scanRequest reads the keys of the JSON object line one by one. It fails
+// on malformed JSON, trailing data, a repeated "v" or "op", and values of
+// the wrong type; unknown keys are recorded for decodeRequest to judge
+// after the version.
+func scanRequest(line []byte) (requestFields, error) {
+	var f requestFields
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if _, err := dec.Token(); err != nil { // the '{' the caller saw
+		return f, malformed(err)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return f, malformed(err)
+		}
+		key, ok := t.(string)
+		if !ok {
+			return f, &errRequest{CodeBadRequest, "malformed request: invalid JSON"}
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return f, malformed(err)
+		}
+		switch key {
+		case "v":
+			if f.v != nil {
+				return f, &errRequest{CodeBadRequest, `duplicate field "v"`}
+			}
+			var v int
+			if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &v) != nil {
+				return f, &errRequest{CodeBadRequest, `field "v" must be an integer`}
+			}
+			f.v = &v
+		case "op":
+			if f.op != nil {
+				return f, &errRequest{CodeBadRequest, `duplicate field "op"`}
+			}
+			var op string
+			if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &op) != nil {
+				return f, &errRequest{CodeBadRequest, `field "op" must be a string`}
+			}
+			f.op = &op
+		default:
+			if f.unknown == nil {
+				f.unknown = &key
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the '}'
+		return f, malformed(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return f, &errRequest{CodeBadRequest, "malformed request: data after the JSON object"}
+	}
+	return f, nil
+}
+
+func malformed(err error) *errRequest {
+	return &errRequest{CodeBadRequest, "malformed request: " + jsonProblem(err)}
 }
 
 // jsonProblem describes a JSON error without echoing the input at length.

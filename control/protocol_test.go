@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -19,13 +20,30 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "upgrade", line: `{"v":1,"op":"upgrade"}`, want: Request{V: 1, Op: OpUpgrade}},
 		{name: "stop", line: `{"op":"stop","v":1}`, want: Request{V: 1, Op: OpStop}},
 		{name: "status with spaces and CR", line: " {\"v\": 1, \"op\": \"status\"}\r", want: Request{V: 1, Op: OpStatus}},
-		{name: "unknown fields ignored", line: `{"v":1,"op":"status","id":"x","later":{"a":[1]}}`, want: Request{V: 1, Op: OpStatus}},
+		{name: "escaped key", line: `{"\u0076":1,"op":"st\u0061tus"}`, want: Request{V: 1, Op: OpStatus}},
+		{name: "unknown field", line: `{"v":1,"op":"status","id":"x","later":{"a":[1]}}`, code: CodeBadRequest, errHas: `unknown field "id"`},
+		{name: "unknown field first", line: `{"x":null,"v":1,"op":"status"}`, code: CodeBadRequest, errHas: `unknown field "x"`},
+		{name: "key of another case", line: `{"V":1,"OP":"status"}`, code: CodeBadRequest},
+		{name: "op of another case", line: `{"v":1,"op":"status","Op":"upgrade"}`, code: CodeBadRequest, errHas: `unknown field "Op"`},
+		{name: "duplicate op", line: `{"v":1,"op":"status","op":"upgrade"}`, code: CodeBadRequest, errHas: `duplicate field "op"`},
+		{name: "duplicate op, same value", line: `{"v":1,"op":"status","op":"status"}`, code: CodeBadRequest, errHas: `duplicate field "op"`},
+		{name: "duplicate op, escaped", line: `{"v":1,"op":"status","\u006fp":"upgrade"}`, code: CodeBadRequest, errHas: `duplicate field "op"`},
+		{name: "duplicate v", line: `{"v":1,"op":"status","v":2}`, code: CodeBadRequest, errHas: `duplicate field "v"`},
+		{name: "future version with new fields", line: `{"v":2,"op":"status","id":7}`, code: CodeBadVersion},
+		{name: "op null", line: `{"v":1,"op":null}`, code: CodeBadRequest, errHas: `field "op"`},
+		{name: "op a number", line: `{"v":1,"op":1}`, code: CodeBadRequest, errHas: `field "op"`},
+		{name: "v null", line: `{"v":null,"op":"status"}`, code: CodeBadRequest, errHas: `field "v"`},
+		{name: "v a float", line: `{"v":1.0,"op":"status"}`, code: CodeBadRequest, errHas: `field "v"`},
+		{name: "v overflows", line: `{"v":99999999999999999999,"op":"status"}`, code: CodeBadRequest, errHas: `field "v"`},
+		{name: "unknown field long is cut", line: `{"v":1,"op":"status","` + strings.Repeat("k", 500) + `":1}`, code: CodeBadRequest},
 		{name: "empty", line: ``, code: CodeBadRequest},
 		{name: "not an object", line: `["upgrade"]`, code: CodeBadRequest},
 		{name: "null", line: `null`, code: CodeBadRequest},
 		{name: "plain word", line: `upgrade`, code: CodeBadRequest},
 		{name: "truncated", line: `{"v":1,"op":"upg`, code: CodeBadRequest, errHas: "invalid JSON"},
 		{name: "trailing data", line: `{"v":1,"op":"status"} {"v":1}`, code: CodeBadRequest},
+		{name: "trailing garbage", line: `{"v":1,"op":"status"}x`, code: CodeBadRequest},
+		{name: "object key not a string", line: `{1:2}`, code: CodeBadRequest},
 		{name: "v missing", line: `{"op":"status"}`, code: CodeBadRequest, errHas: `"v"`},
 		{name: "v a string", line: `{"v":"1","op":"status"}`, code: CodeBadRequest, errHas: `field "v"`},
 		{name: "v zero", line: `{"v":0,"op":"status"}`, code: CodeBadVersion},
@@ -100,6 +118,16 @@ func FuzzDecodeRequest(f *testing.F) {
 		if req.V != Version {
 			t.Fatalf("decodeRequest(%q).V = %d, want %d", line, req.V, Version)
 		}
+		// What any JSON reader makes of an accepted line: exactly the keys
+		// "v" and "op", once each, with the values decoded here.
+		if keys, ok := objectKeys(line); !ok || len(keys) != 2 || keys[0] == keys[1] ||
+			(keys[0] != "v" && keys[0] != "op") || (keys[1] != "v" && keys[1] != "op") {
+			t.Fatalf("decodeRequest accepted %q, whose keys are %q", line, keys)
+		}
+		var std map[string]any
+		if err := json.Unmarshal(line, &std); err != nil || std["op"] != req.Op || std["v"] != float64(req.V) {
+			t.Fatalf("decodeRequest(%q) = %+v, encoding/json reads %v (%v)", line, req, std, err)
+		}
 		switch req.Op {
 		case OpUpgrade, OpStop, OpStatus:
 		default:
@@ -110,6 +138,29 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("round trip of %+v = %+v, %v", req, again, err)
 		}
 	})
+}
+
+// objectKeys lists the keys of the JSON object in line, in order and with
+// repetitions, as a stream reader meets them.
+func objectKeys(line []byte) ([]string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		k, ok := t.(string)
+		if err != nil || !ok {
+			return nil, false
+		}
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return nil, false
+		}
+	}
+	return keys, true
 }
 
 func TestReplyEncoding(t *testing.T) {

@@ -25,11 +25,12 @@ import (
 // role below. Roles report what they do as "event name k=v ..." lines on
 // standard output and log (JSON) on standard error.
 const (
-	envRole = "MOLT_CONTROL_TEST_ROLE" // the role to play
-	envNext = "MOLT_CONTROL_TEST_NEXT" // the role a service's successors play ("service" if unset)
-	envSock = "MOLT_CONTROL_TEST_SOCK" // the control socket path
-	envHold = "MOLT_CONTROL_TEST_HOLD" // "1": the drain waits for standard input to close
-	envMode = "MOLT_CONTROL_TEST_MODE" // the socket's mode, octal
+	envRole  = "MOLT_CONTROL_TEST_ROLE"  // the role to play
+	envNext  = "MOLT_CONTROL_TEST_NEXT"  // the role a service's successors play ("service" if unset)
+	envSock  = "MOLT_CONTROL_TEST_SOCK"  // the control socket path
+	envHold  = "MOLT_CONTROL_TEST_HOLD"  // "1": the drain waits for standard input to close
+	envMode  = "MOLT_CONTROL_TEST_MODE"  // the socket's mode, octal
+	envGroup = "MOLT_CONTROL_TEST_GROUP" // Options.Group
 )
 
 var roles = map[string]func() int{
@@ -71,6 +72,7 @@ func roleService() int {
 	if m, err := strconv.ParseUint(os.Getenv(envMode), 8, 32); err == nil {
 		opts.Mode = os.FileMode(m)
 	}
+	opts.Group = os.Getenv(envGroup)
 	opts.Logger = log
 	ctl, err := control.Listen(upg, os.Getenv(envSock), opts)
 	if err != nil {

@@ -1,7 +1,7 @@
 package control
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,9 +23,6 @@ const (
 	// DefaultMode is the socket file's permission when [Options.Mode] is zero.
 	DefaultMode os.FileMode = 0o600
 
-	// maxConns bounds the connections a server serves at once; one more is
-	// answered with CodeBusy and closed.
-	maxConns = 64
 	// idleTimeout bounds the wait for a request on an open connection.
 	idleTimeout = 10 * time.Second
 	// writeTimeout bounds the write of one reply.
@@ -35,10 +32,10 @@ const (
 // Options configure a [Server]. The zero value is ready to use; every field
 // says what its zero value means.
 type Options struct {
-	// Mode is the permission of the socket file, set whenever a generation
-	// starts serving it. Zero means [DefaultMode] (0600). The file mode is
-	// a second line of defence: every connection's peer credentials are
-	// checked whatever it is.
+	// Mode is the permission of the socket file, which it gets as it is
+	// created. Zero means [DefaultMode] (0600). The file mode is a second
+	// line of defence: every connection's peer credentials are checked
+	// whatever it is.
 	Mode os.FileMode
 
 	// Group, a group name or numeric ID, lets processes whose effective
@@ -77,27 +74,39 @@ type Server struct {
 	gid  int // Options.Group's ID; -1 if none
 	hist *os.File
 
+	refusals *refusals // refused connections, logged rate-limited
+
 	// base is the parent of every upgrade a request starts; Close cancels
 	// it. It is the one operation-scoped context this long-lived value
 	// holds (like http.Server's BaseContext).
 	base   context.Context
 	cancel context.CancelFunc
 
-	ready     chan struct{} // closed when the Upgrader is ready: accepting begins
-	readyOnce sync.Once
-	done      chan struct{} // closed by Close
-	closeOnce sync.Once
-	stopOnce  sync.Once // runs OnStop
+	ready      chan struct{} // closed when the Upgrader is ready: accepting begins
+	readyOnce  sync.Once
+	done       chan struct{} // closed by Close
+	closeOnce  sync.Once
+	stopOnce   sync.Once // runs OnStop
+	retireOnce sync.Once // runs startRetire
 
-	// wg counts the goroutines of the server: the accept loop, the watcher
-	// and one per connection. Close waits for them.
+	// wg counts the goroutines of the server: the accept loop, the watcher,
+	// one per connection, and retire. Close waits for them.
 	wg sync.WaitGroup
 
 	removeObserver func()
+	removeCommit   func()
 
-	mu             sync.Mutex        // protects the fields below
-	conns          map[net.Conn]bool // open connections: true while a request is being answered
-	closed         bool
+	mu         sync.Mutex // protects the fields below and the state of every serverConn
+	conns      map[*serverConn]struct{}
+	perUID     map[int]int   // connections in conns by peer uid
+	changed    chan struct{} // closed and replaced at every change of conns or of a state
+	acceptDone bool          // the accept loop has ended: conns only shrinks
+	// Once retiring, this generation serves no new request of its own:
+	// waiting connections go to the successor (handOver) or are closed,
+	// and the others get until graceEnd (see retire.go).
+	retiring       bool
+	handOver       bool
+	graceEnd       time.Time
 	upgradeStarted time.Time // when the running upgrade began; zero when none runs
 }
 
@@ -106,14 +115,23 @@ type Server struct {
 // starts serving it. Call it before [molt.Upgrader.Ready], as with every
 // inherited socket: Ready closes inherited sockets nobody claimed.
 //
-// A new socket file gets [Options.Mode] without a moment of wider
-// permissions on Linux (the mode is set on the socket before it is bound);
-// elsewhere it is bound under the process's umask and changed right after,
-// and in that moment only the peer-credential check, which applies to
-// every connection, keeps others out. The socket's directory should not be
-// writable by others. A stale socket file of a crashed run is replaced; a
-// path another live process serves is left alone and Listen fails. An
-// inherited socket keeps its file, whose mode and group are set again.
+// The socket's directory must not let another user replace the file:
+// Listen fails if it belongs to a user other than root and this process's,
+// or if others (its group included) may write to it, unless it is sticky
+// like /tmp. A new socket file gets [Options.Mode] and [Options.Group] as
+// it is created: on Linux the socket is bound on a thread of its own whose
+// umask and file-system group are those, so the file never exists with
+// others (where the system refuses either, the file is created with no
+// more permissions than Mode and completed through a descriptor of it).
+// Elsewhere it is bound under the process's umask and changed right
+// after, by calls that follow no symbolic link; in that moment only the
+// peer-credential check, which applies to every connection, keeps others
+// out. An inherited socket file is not changed by path: on Linux, if its
+// mode or group differ from the options, they are changed through a
+// descriptor shown to be the very file the chain created; elsewhere, and
+// if that cannot be shown, it is left as it is and a warning is logged. A
+// stale socket file of a crashed run is replaced; a path another live
+// process serves is left alone and Listen fails.
 //
 // The server answers nothing before the Upgrader is ready: connections
 // made earlier wait in the socket's queue. In a successor that is right:
@@ -140,11 +158,33 @@ func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	abs := path
+	var dir *socketDir
+	if !strings.HasPrefix(path, "@") {
+		var err error
+		if abs, err = filepath.Abs(path); err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		if dir, err = openSocketDir(filepath.Dir(abs)); err != nil {
+			return nil, err
+		}
+		defer dir.close()
+	}
+
+	created := false // the Upgrader bound a new socket file, rather than inherit one
 	lc := &net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		created = true
 		presetMode(rc, mode)
 		return nil
 	}}
-	ln, err := upg.ListenWith(context.Background(), lc, "unix", path)
+	var ln net.Listener
+	var err error
+	listen := func() { ln, err = upg.ListenWith(context.Background(), lc, "unix", abs) }
+	if dir != nil {
+		withCreationAttrs(mode, gid, listen)
+	} else {
+		listen() // an abstract socket has no file
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control: listen on %s: %w", path, err)
 	}
@@ -154,37 +194,36 @@ func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
 			ln.Close()
 		}
 	}()
-	abs := path
-	if !strings.HasPrefix(path, "@") {
-		if abs, err = filepath.Abs(path); err != nil {
-			return nil, fmt.Errorf("control: %w", err)
-		}
-		if err := setOwnership(abs, mode, gid); err != nil {
-			return nil, err
-		}
-	}
 
 	s := &Server{
-		upg:   upg,
-		ln:    ln,
-		path:  abs,
-		log:   opts.Logger,
-		opts:  opts,
-		uid:   os.Geteuid(),
-		gid:   gid,
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
-		conns: make(map[net.Conn]bool),
+		upg:     upg,
+		ln:      ln,
+		path:    abs,
+		log:     opts.Logger,
+		opts:    opts,
+		uid:     os.Geteuid(),
+		gid:     gid,
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		conns:   make(map[*serverConn]struct{}),
+		perUID:  make(map[int]int),
+		changed: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.hist = openHistory(upg, s.log)
-	if s.hist != nil {
-		updateHistory(s.hist, func(h *historyRecord) { h.Control = abs })
+	if dir != nil {
+		if err := s.settleFile(dir, created, mode, gid); err != nil {
+			return nil, err
+		}
+	} else if s.hist != nil {
+		updateHistory(s.hist, func(h *historyRecord) { h.Control, h.ControlFile = abs, nil })
 	}
+	s.refusals = newRefusals(s.log, refusalInterval)
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.removeObserver = upg.Observe(s.observe)
+	s.removeCommit = upg.OnCommit(s.committed)
 	if upg.State() != molt.StateStarting {
 		s.markReady() // Ready was called before Listen: nothing else will tell
 	}
@@ -196,6 +235,41 @@ func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
 	s.log.Info("control: listening", "path", abs, "mode", fmt.Sprintf("%#o", mode),
 		"generation", upg.Generation(), "pid", os.Getpid())
 	return s, nil
+}
+
+// settleFile gives the socket file at s.path, in dir, its mode and group
+// (see settle) and records its identity in the history, for successors.
+// It fails only for a file this process has just created.
+func (s *Server) settleFile(dir *socketDir, created bool, mode os.FileMode, gid int) error {
+	var recorded fileID
+	if s.hist != nil {
+		historyMu.Lock()
+		if h, ok := loadHistoryLocked(s.hist); ok && h.Control == s.path && h.ControlFile != nil {
+			recorded = *h.ControlFile
+		}
+		historyMu.Unlock()
+	}
+	st, err := dir.settle(filepath.Base(s.path), created, recorded, mode, gid)
+	switch {
+	case err == nil:
+		if st.changed && !created {
+			s.log.Info("control: inherited socket file given the options' mode and group",
+				"path", s.path, "mode", fmt.Sprintf("%#o", st.mode), "gid", st.gid)
+		}
+		if s.hist != nil {
+			updateHistory(s.hist, func(h *historyRecord) { h.Control, h.ControlFile = s.path, &st.id })
+		}
+		return nil
+	case created:
+		return err
+	case errors.Is(err, errNotVerified):
+		s.log.Warn("control: inherited socket file keeps its mode and group: it cannot be shown to be the file this service created",
+			"path", s.path, "mode", fmt.Sprintf("%#o", st.mode), "gid", st.gid,
+			"want_mode", fmt.Sprintf("%#o", mode.Perm()), "want_gid", gid)
+	default:
+		s.log.Warn("control: inherited socket file left as it is", "path", s.path, "err", err)
+	}
+	return nil
 }
 
 // Path returns the socket's absolute path ("@name" for an abstract socket).
@@ -212,39 +286,43 @@ func (s *Server) Status() Status {
 	return st
 }
 
-// Close stops the server: it stops accepting, closes every connection
-// waiting for a request, lets the requests being answered finish (an
-// upgrade a request started is cancelled: its successor is killed and the
-// reply says so; a reply already known, such as that of an upgrade that
-// just succeeded, is still sent) and waits until every goroutine of the
-// server has ended. The control socket leaves the inventory, and its file
-// is removed unless another generation serves it (a successor after an
-// upgrade, or the parent of a successor that is not ready yet); after the
-// Upgrader's Stop it is gone already. Close may be called more than once;
-// later calls wait for the first and return nil.
+// Close stops the server: it stops accepting, lets the requests being
+// answered finish (an upgrade a request started is cancelled: its
+// successor is killed and the reply says so; a reply already known, such
+// as that of an upgrade that just succeeded, is still sent), and waits
+// until every goroutine of the server has ended. Connections waiting for
+// a request are handed to the successor if one took over, so that a
+// request their clients send meanwhile is answered there; otherwise they
+// are closed. In a successor that was upgraded in turn, Close also waits
+// (up to a few seconds) until its parent is gone, which may still be
+// handing it connections. Call Close before the Upgrader's Stop, which
+// ends the hand-over.
+//
+// The control socket leaves the inventory, and its file is removed unless
+// another generation serves it (a successor after an upgrade, or the
+// parent of a successor that is not ready yet); after the Upgrader's Stop
+// it is gone already. Close may be called more than once; later calls
+// wait for the first and return nil.
 func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.cancel()
 		s.removeObserver() // not under s.mu: the observer takes it
-		s.mu.Lock()
-		s.closed = true
-		var idle []net.Conn
-		for c, busy := range s.conns {
-			if !busy {
-				idle = append(idle, c)
-			}
-		}
-		s.mu.Unlock()
+		s.removeCommit()
 		if cerr := s.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = fmt.Errorf("control: close %s: %w", s.path, cerr)
 		}
-		for _, c := range idle {
-			c.Close() // its goroutine's read fails; busy ones end after their reply
+		s.startRetire()
+		s.wg.Wait()
+		s.mu.Lock()
+		handedOver := s.handOver
+		s.mu.Unlock()
+		if handedOver && s.upg.HasParent() {
+			s.waitForParent()
 		}
+		s.refusals.close()
 	})
-	s.wg.Wait()
 	return err
 }
 
@@ -258,24 +336,57 @@ func (s *Server) observe(e molt.Event) {
 		s.mu.Lock()
 		s.upgradeStarted = e.Time
 		s.mu.Unlock()
-	case molt.EventUpgradeSucceeded, molt.EventUpgradeFailed:
+	case molt.EventUpgraded:
 		s.mu.Lock()
 		s.upgradeStarted = time.Time{}
 		s.mu.Unlock()
-		if s.hist != nil {
-			// Before the successor's Ready returns: it reads this record.
-			r := resultOfEvent(e)
-			updateHistory(s.hist, func(h *historyRecord) {
-				if h.Last != nil && h.Last.PID == r.PID && h.Last.Started.Equal(r.Started) {
-					return // recorded already, by another Server of this Upgrader
-				}
-				if !r.OK {
-					h.Failed++
-				}
-				h.Last = &r
-			})
-		}
+	case molt.EventUpgradeFailed:
+		s.mu.Lock()
+		s.upgradeStarted = time.Time{}
+		s.mu.Unlock()
+		s.record(resultOfEvent(e))
 	}
+}
+
+// committed is the Upgrader's commit hook: the successor said READY and is
+// about to be told it took over. The upgrade is recorded as a success now,
+// before the successor's Ready returns: it reads this record. A successor
+// that then fails to take the ACK is recorded again, as a failure.
+func (s *Server) committed(_ context.Context, successorPID int) {
+	s.mu.Lock()
+	started := s.upgradeStarted
+	s.mu.Unlock()
+	s.record(UpgradeResult{
+		OK:           true,
+		PID:          os.Getpid(),
+		Generation:   s.upg.Generation(),
+		SuccessorPID: successorPID,
+		Started:      started,
+		Duration:     time.Since(started),
+	})
+}
+
+// record writes the result of an upgrade into the chain's history.
+func (s *Server) record(r UpgradeResult) {
+	if s.hist == nil {
+		return
+	}
+	updateHistory(s.hist, func(h *historyRecord) {
+		if h.Last != nil && h.Last.PID == r.PID && h.Last.SuccessorPID == r.SuccessorPID && r.SuccessorPID != 0 {
+			if h.Last.OK == r.OK {
+				return // recorded already, by another Server of this Upgrader
+			}
+			if h.Last.OK && !r.OK { // committed, then the ACK failed
+				h.Last = &r
+				h.Failed++
+			}
+			return
+		}
+		if !r.OK {
+			h.Failed++
+		}
+		h.Last = &r
+	})
 }
 
 func (s *Server) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
@@ -287,10 +398,11 @@ func (s *Server) watch() {
 	defer s.wg.Done()
 	select {
 	case <-s.upg.Exit():
+		s.ln.Close()
 		if s.upg.Reason() == molt.Upgraded {
 			s.log.Info("control: a successor took over; no longer accepting on the control socket", "path", s.path)
+			s.startRetire() // hand the waiting connections over now, not at Close
 		}
-		s.ln.Close()
 	case <-s.done:
 	}
 }
@@ -299,6 +411,12 @@ func (s *Server) watch() {
 // when the listener is closed (by watch, Stop or Close).
 func (s *Server) serve() {
 	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		s.acceptDone = true
+		s.signalLocked()
+		s.mu.Unlock()
+	}()
 	select {
 	case <-s.ready:
 	case <-s.done:
@@ -325,115 +443,54 @@ func (s *Server) serve() {
 			continue
 		}
 		delay = 0
-		if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
-			// molt wraps accepted connections so that HTTP servers can hand
-			// idle ones to a successor; a control connection never moves.
-			c = nc.NetConn()
-		}
-		switch s.track(c) {
-		case trackOK:
-			go s.serveConn(c)
-		case trackBusy:
-			s.writeReply(c, Reply{V: Version, Code: CodeBusy, Error: fmt.Sprintf("too many connections (%d); try again", maxConns)})
-			c.Close()
-		default:
-			c.Close()
-		}
+		// c stays molt's wrapper, which can hand it to a successor.
+		s.admit(c)
 	}
 }
 
-type trackResult int
-
-const (
-	trackOK trackResult = iota
-	trackBusy
-	trackClosed
-)
-
-// track registers a new connection and its goroutine.
-func (s *Server) track(c net.Conn) trackResult {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return trackClosed
-	case len(s.conns) >= maxConns:
-		return trackBusy
-	}
-	s.conns[c] = true // busy until it waits for a request
-	s.wg.Add(1)       // the accept loop's own count keeps wg above zero here
-	return trackOK
-}
-
-// setBusy records whether c's request is being answered, and reports
-// false if the server is closed: an idle connection must then end, and a
-// request that has just arrived is not answered.
-func (s *Server) setBusy(c net.Conn, busy bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = busy
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
-// serveConn checks the peer and answers its requests, one per line, until
-// it closes the connection, sends something unreadable, stays idle for
-// idleTimeout, or asks to stop.
-func (s *Server) serveConn(c net.Conn) {
+// serveConn answers sc's requests, one per line, until its client closes
+// the connection, sends something unreadable, stays idle for idleTimeout,
+// or asks to stop, or until it is handed to the successor or closed as
+// this generation retires.
+func (s *Server) serveConn(sc *serverConn) {
 	defer s.wg.Done()
-	defer s.untrack(c)
-
-	p, err := peerOf(c)
-	if err == nil {
-		err = s.authorize(p)
-	}
-	if err != nil {
-		s.log.Warn("control: connection refused", append(p.attrs(), "err", err)...)
-		s.writeReply(c, Reply{V: Version, Code: CodePermissionDenied, Error: "permission denied: " + err.Error()})
-		return
-	}
-
-	r := bufio.NewReaderSize(c, MaxRequestSize)
+	defer s.untrack(sc)
+	c, p := sc.c, sc.peer
+	var lr lineReader
+	fresh := true // waiting for a new request, not the rest of one
 	for {
-		if !s.setBusy(c, false) {
-			return
-		}
-		c.SetReadDeadline(time.Now().Add(idleTimeout))
-		line, rerr := r.ReadSlice('\n')
-		if !s.setBusy(c, true) {
-			return
-		}
-		if errors.Is(rerr, bufio.ErrBufferFull) {
-			s.log.Warn("control: request too large", append(p.attrs(), "limit", MaxRequestSize)...)
-			s.writeReply(c, Reply{V: Version, Code: CodeTooLarge, Error: fmt.Sprintf("request longer than %d bytes", MaxRequestSize)})
-			return
-		}
-		if rerr != nil && (!errors.Is(rerr, io.EOF) || len(line) == 0) {
-			return // closed, reset or idle
-		}
-		if len(strings.TrimSpace(string(line))) > 0 {
-			rep := s.handle(line, p)
-			if !s.writeReply(c, rep) {
+		line, ok := lr.next()
+		if !ok {
+			if lr.full() {
+				s.log.Warn("control: request too large", append(p.attrs(), "limit", MaxRequestSize)...)
+				s.writeReply(c, Reply{V: Version, Code: CodeTooLarge, Error: fmt.Sprintf("request longer than %d bytes", MaxRequestSize)})
 				return
 			}
-			if rep.Op == OpStop && rep.OK {
-				c.Close() // the client has its answer; now stop
-				s.stopOnce.Do(s.stopService)
-				return
+			s.await(sc, fresh, lr.buffered() == 0)
+			fresh = false
+			err := lr.fill(c.Read)
+			s.busy(sc)
+			if err == nil {
+				continue
 			}
+			if !errors.Is(err, io.EOF) || lr.buffered() == 0 {
+				return // closed, reset, idle, or handed over
+			}
+			line = lr.rest() // the last request arrived without a newline
 		}
-		if rerr != nil {
-			return // the last request arrived without a newline
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
 		}
+		rep := s.handle(line, p)
+		if !s.writeReply(c, rep) {
+			return
+		}
+		if rep.Op == OpStop && rep.OK {
+			c.Close() // the client has its answer; now stop
+			s.stopOnce.Do(s.stopService)
+			return
+		}
+		fresh = true
 	}
 }
 

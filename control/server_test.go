@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -285,6 +286,9 @@ func TestModeAndGroup(t *testing.T) {
 	dir := proctest.ShortDir(t)
 	sock := filepath.Join(dir, "c.sock")
 	gid := os.Getegid()
+	if gid == 0 {
+		gid = 4343 // root may give the file any group: one it is not in shows the group was set
+	}
 	listen(t, u, sock, control.Options{Mode: 0o660, Group: strconv.Itoa(gid)})
 	fi, err := os.Lstat(sock)
 	if err != nil {
@@ -308,6 +312,74 @@ func TestModeAndGroup(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "x.sock")); err == nil {
 		t.Error("a failed Listen left its socket file behind")
+	}
+}
+
+// TestUnsafeDirectoryRefused: Listen refuses a socket directory in which
+// another user could replace the file, and accepts a sticky one.
+func TestUnsafeDirectoryRefused(t *testing.T) {
+	u := newUpgrader(t, molt.Options{})
+	base := proctest.ShortDir(t)
+	for _, tc := range []struct {
+		mode uint32
+		want string // "" if accepted
+	}{
+		{0o700, ""},
+		{0o755, ""},
+		{0o775, "is writable by its group"},
+		{0o757, "is writable by other users"},
+		{0o1777, ""},
+	} {
+		dir := filepath.Join(base, strconv.FormatUint(uint64(tc.mode), 8))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		s, err := control.Listen(u, filepath.Join(dir, "c.sock"), control.Options{})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("mode %#o: Listen = %v, want it accepted", tc.mode, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("mode %#o: Listen = %v, want an error saying it %s", tc.mode, err, tc.want)
+		}
+		if err == nil {
+			s.Close()
+		}
+	}
+}
+
+// TestDuplicateKeysRefused sends requests that different JSON readers
+// read differently: none may run an upgrade.
+func TestDuplicateKeysRefused(t *testing.T) {
+	var started atomic.Int32
+	u := newUpgrader(t, molt.Options{Command: func(*exec.Cmd) error {
+		started.Add(1)
+		return errors.New("no successor in this test")
+	}})
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
+	listen(t, u, sock, control.Options{})
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, sock)
+	for _, req := range []string{
+		`{"v":1,"op":"status","op":"upgrade"}`,
+		`{"v":1,"op":"status","\u006fp":"upgrade"}`,
+		`{"v":1,"op":"status","OP":"upgrade"}`,
+		`{"v":1,"Op":"upgrade"}`,
+		`{"v":1,"op":"status","id":1}`,
+	} {
+		if _, err := c.Write([]byte(req + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		if rep := c.reply(t); rep.Code != control.CodeBadRequest || rep.Error == "" {
+			t.Errorf("reply to %s = %+v, want bad_request", req, rep)
+		}
+	}
+	if n := started.Load(); n != 0 || u.Stats().LastUpgrade != nil {
+		t.Errorf("%d upgrades started (last %+v), want none", n, u.Stats().LastUpgrade)
 	}
 }
 

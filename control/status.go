@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/reserved"
 )
 
 // StatusOf returns a snapshot of upg for status pages: [molt.Upgrader.Stats]
@@ -62,7 +63,7 @@ func StatusOf(upg *molt.Upgrader) Status {
 			addr = e.Local // a ":0" listener's real port
 		}
 		s.Listeners = append(s.Listeners, Listener{
-			Kind:      e.Kind,
+			Kind:      string(e.Kind),
 			Network:   e.Network,
 			Address:   addr,
 			Name:      e.Name,
@@ -111,7 +112,7 @@ func describeFailure(r *UpgradeResult, err error) {
 // resultOfEvent describes the upgrade that ended with e.
 func resultOfEvent(e molt.Event) UpgradeResult {
 	r := UpgradeResult{
-		OK:           e.Kind == molt.EventUpgradeSucceeded,
+		OK:           e.Kind == molt.EventUpgraded,
 		PID:          e.PID,
 		Generation:   e.Generation,
 		SuccessorPID: e.SuccessorPID,
@@ -140,6 +141,16 @@ type historyRecord struct {
 	Failed  int            `json:"failed"`            // failed upgrades of the chain
 	Last    *UpgradeResult `json:"last,omitempty"`    // the chain's latest upgrade
 	Control string         `json:"control,omitempty"` // the control socket's path
+	// ControlFile identifies the socket file at Control as the generation
+	// that bound it found it: a successor changes the file's mode or group
+	// only if a descriptor shows this very file (see settle).
+	ControlFile *fileID `json:"control_file,omitempty"`
+}
+
+// fileID identifies a file independently of its name (st_dev, st_ino).
+type fileID struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
 }
 
 // historyMu serialises reads and writes of the history file in this
@@ -153,7 +164,7 @@ func openHistory(upg *molt.Upgrader, log *slog.Logger) *os.File {
 	f, err := upg.File(historyName)
 	if errors.Is(err, molt.ErrNotFound) {
 		if f, err = newHistoryFile(); err == nil {
-			if err = upg.AddFile(historyName, f); err != nil {
+			if err = reserved.AddFile(upg, historyName, f); err != nil { // under molt's reserved prefix
 				f.Close()
 			}
 		}
