@@ -91,7 +91,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // or the connection was lost before the reply: the outcome is unknown;
 // when ctx ended the error also matches its error) or [ErrProtocol] (the
 // reply could not be read).
-func (c *Client) Do(ctx context.Context, op string) (*Reply, error) {
+func (c *Client) Do(ctx context.Context, op Op) (*Reply, error) {
 	for attempt := 1; ; attempt++ {
 		rep, err := c.roundTrip(ctx, op)
 		if err != nil {
@@ -111,7 +111,7 @@ func (c *Client) Do(ctx context.Context, op string) (*Reply, error) {
 }
 
 // roundTrip sends one request on a new connection and reads its reply.
-func (c *Client) roundTrip(ctx context.Context, op string) (*Reply, error) {
+func (c *Client) roundTrip(ctx context.Context, op Op) (*Reply, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, dialError(ctx, op, err)
@@ -173,7 +173,7 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 }
 
 // dialError classifies a failed connect. The error names the path.
-func dialError(ctx context.Context, op string, err error) error {
+func dialError(ctx context.Context, op Op, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %s: %w", ErrNoReply, op, context.Cause(ctx))

@@ -53,7 +53,7 @@ var (
 // code: [ErrUpgradeFailed], [ErrInProgress], [ErrPermissionDenied],
 // [ErrUnavailable] or [ErrProtocol].
 type Error struct {
-	Op      string // the request: "upgrade", "stop" or "status"
+	Op      Op // the request: OpUpgrade, OpStop or OpStatus
 	Code    Code
 	Message string // the reply's error text
 	// Upgrade is the failed upgrade's result with [CodeFailed]; nil

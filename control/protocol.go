@@ -23,14 +23,17 @@ const MaxRequestSize = 4096
 // the bound only stops a broken server from using up the client's memory.
 const maxReplySize = 1 << 20
 
-// The requests of the protocol ([Request.Op]).
+// Op names a request of the protocol ([Request.Op]).
+type Op string
+
+// The requests of the protocol.
 const (
 	// OpUpgrade starts an upgrade and is answered when its result is known.
-	OpUpgrade = "upgrade"
+	OpUpgrade Op = "upgrade"
 	// OpStop is answered first; then the service stops gracefully.
-	OpStop = "stop"
+	OpStop Op = "stop"
 	// OpStatus is answered with a [Status].
-	OpStatus = "status"
+	OpStatus Op = "status"
 )
 
 // Code is the outcome of a request, in [Reply.Code].
@@ -79,16 +82,16 @@ const (
 // one of them twice, is refused with [CodeBadRequest] (a later version
 // that adds fields will say so in "v").
 type Request struct {
-	V  int    `json:"v"`  // protocol version: [Version]
-	Op string `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
+	V  int `json:"v"`  // protocol version: [Version]
+	Op Op  `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
 }
 
 // Reply is the server's answer to one request, a JSON object on one line.
 type Reply struct {
-	V    int    `json:"v"`  // the server's protocol version
-	OK   bool   `json:"ok"` // Code == CodeOK
-	Code Code   `json:"code"`
-	Op   string `json:"op,omitempty"` // the request's op, if it could be read
+	V    int  `json:"v"`  // the server's protocol version
+	OK   bool `json:"ok"` // Code == CodeOK
+	Code Code `json:"code"`
+	Op   Op   `json:"op,omitempty"` // the request's op, if it could be read
 	// Error says why the request did not succeed; empty with CodeOK.
 	Error string `json:"error,omitempty"`
 	// PID and Generation name the process that answered.
@@ -196,7 +199,7 @@ func decodeRequest(line []byte) (Request, error) {
 	f, err := scanRequest(line)
 	var r Request
 	if f.op != nil {
-		r.Op = *f.op
+		r.Op = Op(*f.op)
 	}
 	switch {
 	case err != nil:
@@ -217,7 +220,7 @@ func decodeRequest(line []byte) (Request, error) {
 	case OpUpgrade, OpStop, OpStatus:
 		return r, nil
 	}
-	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(r.Op))}
+	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(string(r.Op)))}
 }
 
 // requestFields are the keys of a request object as scanRequest found

@@ -125,7 +125,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("decodeRequest accepted %q, whose keys are %q", line, keys)
 		}
 		var std map[string]any
-		if err := json.Unmarshal(line, &std); err != nil || std["op"] != req.Op || std["v"] != float64(req.V) {
+		if err := json.Unmarshal(line, &std); err != nil || std["op"] != string(req.Op) || std["v"] != float64(req.V) {
 			t.Fatalf("decodeRequest(%q) = %+v, encoding/json reads %v (%v)", line, req, std, err)
 		}
 		switch req.Op {

@@ -64,7 +64,7 @@ Exit status:
 
 // config is the parsed command line.
 type config struct {
-	op      string // control.OpUpgrade, OpStop or OpStatus
+	op      control.Op // control.OpUpgrade, OpStop or OpStatus
 	socket  string
 	json    bool
 	timeout time.Duration
@@ -97,7 +97,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	case len(rest) > 1:
 		return cfg, fmt.Errorf("unexpected arguments after %s: %q", rest[0], rest[1:])
 	}
-	switch cfg.op = rest[0]; cfg.op {
+	switch cfg.op = control.Op(rest[0]); cfg.op {
 	case control.OpUpgrade, control.OpStop, control.OpStatus:
 	default:
 		return cfg, fmt.Errorf("unknown command %q: want upgrade, stop or status", cfg.op)
@@ -163,10 +163,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, te
 
 // errorReply is the --json output when the service gave no reply.
 type errorReply struct {
-	OK    bool   `json:"ok"`
-	Code  string `json:"code"`
-	Op    string `json:"op"`
-	Error string `json:"error"`
+	OK    bool       `json:"ok"`
+	Code  string     `json:"code"`
+	Op    control.Op `json:"op"`
+	Error string     `json:"error"`
 }
 
 // classify maps an error without a reply to its JSON code and exit status.

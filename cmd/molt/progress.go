@@ -19,8 +19,8 @@ type progress struct {
 // progressDelay keeps quick requests from flashing a progress line.
 const progressDelay = 200 * time.Millisecond
 
-func startProgress(w io.Writer, op string) *progress {
-	label := map[string]string{
+func startProgress(w io.Writer, op control.Op) *progress {
+	label := map[control.Op]string{
 		control.OpUpgrade: "upgrading",
 		control.OpStop:    "stopping",
 		control.OpStatus:  "asking for the status",
