@@ -9,14 +9,18 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/drain"
 )
 
-// A service's main: take the listener from molt, serve, say ready, and
-// drain when a successor took over (or when told to stop).
+// A service's main: take the listeners from molt, serve, say ready,
+// upgrade on SIGHUP, and drain when a successor took over (or on SIGTERM).
+// This is the skeleton the README and the guides refer to.
 func Example() {
 	upg, err := molt.New(molt.Options{ReadyTimeout: 30 * time.Second})
 	if err != nil {
@@ -24,24 +28,41 @@ func Example() {
 	}
 	defer upg.Stop()
 
-	ln, err := upg.Listen("tcp", "127.0.0.1:0")
+	ln, err := upg.Listen("tcp", "127.0.0.1:0") // inherited from the previous generation, or new
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := drain.NewHTTPServer(&http.Server{Handler: http.NotFoundHandler()})
 	go srv.Serve(ln)
-	if err := upg.Ready(); err != nil {
+
+	// SIGHUP upgrades (the error says why no successor took over);
+	// SIGTERM stops. Handle them before Ready: a reload that finds no
+	// handler kills the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
+	defer func() { signal.Stop(sigs); close(sigs) }() // ends the loop below
+	go func() {
+		for sig := range sigs {
+			if sig != syscall.SIGHUP {
+				upg.Stop()
+				return
+			}
+			if err := upg.Upgrade(context.Background()); err != nil {
+				log.Print(err)
+			}
+		}
+	}()
+
+	if err := upg.Ready(); err != nil { // the parent, if any, stops accepting now
 		log.Fatal(err)
 	}
 
-	// Elsewhere, on SIGHUP: err := upg.Upgrade(ctx). Here the service is
-	// told to stop instead.
-	go upg.Stop()
+	go upg.Stop() // here the example stops itself, as SIGTERM would
 
-	<-upg.Exit()
+	<-upg.Exit() // a successor took over, or the service was stopped
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.Drain(ctx); err != nil {
+	if err := srv.Drain(ctx); err != nil { // finish what this process accepted
 		log.Print(err)
 	}
 	fmt.Println("generation", upg.Generation(), "exits:", upg.Reason())

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/proctest"
 )
 
 func TestOneUpgraderPerProcess(t *testing.T) {
@@ -82,7 +83,7 @@ func TestStateErrors(t *testing.T) {
 // port; nothing keeps accepting into nowhere.
 func TestCloseReleasesPort(t *testing.T) {
 	u := newUpgrader(t, molt.Options{})
-	fds := countFDs(t)
+	fds := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 	ln, err := u.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ func TestCloseReleasesPort(t *testing.T) {
 		c.Close()
 		t.Fatalf("Dial %s after Close succeeded, want connection refused", addr)
 	}
-	if got := countFDs(t); got != fds {
+	if got := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs); got != fds {
 		t.Errorf("open descriptors after Listen+Close = %d, want %d", got, fds)
 	}
 	ln2, err := u.Listen("tcp", addr)

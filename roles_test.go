@@ -3,7 +3,6 @@
 package molt_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,12 +37,9 @@ const (
 var roles = map[string]func() int{
 	"serve":             roleServe,
 	"exit-init":         roleExitInit,
-	"signal-init":       roleSignalInit,
 	"hang":              roleHang,
 	"stop-before-ready": roleStopBeforeReady,
 	"exit-after-ready":  roleExitAfterReady,
-	"wait-release":      roleWaitRelease,
-	"orphan":            roleOrphan,
 	"bad-peer":          roleBadPeer,
 	"new-only":          roleNewOnly,
 	"spawn-clean":       roleSpawnClean,
@@ -139,12 +134,6 @@ func roleExitInit() int {
 	return 3
 }
 
-func roleSignalInit() int {
-	mustNew(roleOptions())
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {}
-}
-
 // roleHang starts a grandchild in its process group, reports it, and hangs.
 func roleHang() int {
 	mustNew(roleOptions())
@@ -178,53 +167,6 @@ func roleExitAfterReady() int {
 	}
 	dir, err := os.Getwd()
 	proctest.Say("exiting dir=%s err=%v", dir, err)
-	return 0
-}
-
-// roleWaitRelease claims its listener, reports that it is initialising and
-// waits for a line on standard input before it serves.
-func roleWaitRelease() int {
-	u := mustNew(roleOptions())
-	mustListen(u)
-	proctest.Say("initialising pid=%d", os.Getpid())
-	bufio.NewReader(os.Stdin).ReadString('\n')
-	if err := u.Ready(); err != nil {
-		proctest.Say("ready-error err=%q", err.Error())
-		return 12
-	}
-	proctest.Say("ready pid=%d", os.Getpid())
-	<-u.Exit()
-	u.Stop()
-	return 0
-}
-
-// roleOrphan starts serving on the inherited listener, then waits for its
-// parent to die before it calls Ready.
-func roleOrphan() int {
-	u := mustNew(roleOptions())
-	ln := mustListen(u)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			fmt.Fprint(w, "stopping")
-			go u.Stop()
-			return
-		}
-		fmt.Fprintf(w, "%d %d", os.Getpid(), u.Generation())
-	})}
-	go srv.Serve(ln)
-	proctest.Say("initialising pid=%d parent=%d", os.Getpid(), u.ParentPID())
-	if err := u.WaitForParent(context.Background()); err != nil {
-		proctest.Say("wait-error err=%q", err.Error())
-		return 14
-	}
-	err := u.Ready()
-	proctest.Say("ready pid=%d err=%v", os.Getpid(), err)
-	<-u.Exit()
-	// Shutdown, not Close: the POST that called Stop may not have its
-	// response written yet.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
 	return 0
 }
 

@@ -69,13 +69,6 @@ func roleClaimMany() int {
 	return 0
 }
 
-// countSockets returns the number of this process's descriptors that are
-// sockets (Linux).
-func countSockets(t *testing.T) int {
-	t.Helper()
-	return countFDsWhere(t, func(link string) bool { return strings.HasPrefix(link, "socket:") })
-}
-
 // TestCloseDuringHandoff closes listeners while an upgrade sends the
 // inventory in batches: one already sent, one not yet, and a file behind
 // molt's back. The upgrade succeeds; the successor still gets every
@@ -85,7 +78,7 @@ func countSockets(t *testing.T) int {
 func TestCloseDuringHandoff(t *testing.T) {
 	n := 2*molt.SendBatch + 1 // three batches
 	ev, w := pipe(t)
-	base := countFDs(t)
+	base := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 	u := newUpgrader(t, molt.Options{
 		Command: roleCommand("claim-many", "", w, nil, envListenerCount+"="+strconv.Itoa(n)),
 	})
@@ -121,7 +114,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { molt.SetTestHookBatchSent(nil) })
-	sockets := countSockets(t)
+	sockets := proctest.CountFDs(t, os.Getpid(), proctest.Sockets)
 
 	if err := u.Upgrade(context.Background()); err != nil {
 		t.Fatalf("Upgrade = %v", err)
@@ -140,7 +133,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 	}
 	// Two listeners fewer, and no duplicate kept for the hand-off; the
 	// channel to the successor stays open until Stop.
-	if got, want := countSockets(t), sockets-2+1; got != want {
+	if got, want := proctest.CountFDs(t, os.Getpid(), proctest.Sockets), sockets-2+1; got != want {
 		t.Errorf("%d sockets after the upgrade, want %d (%d before, two listeners closed, the hand-off channel)", got, want, sockets)
 	}
 	// The successor serves the closed listeners' ports.
@@ -159,9 +152,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 	// this process holds what it held before the test.
 	u.Stop()
 	ev.Wait(t, "stopped")
-	if got := settle(base, func() int { return countFDs(t) }); got != base {
-		t.Errorf("%d descriptors once the successor exited, want %d as before the test", got, base)
-	}
+	proctest.CheckFDs(t, "once the successor exited", os.Getpid(), proctest.AllFDs, base)
 }
 
 // TestListenWaitsForInventory holds the hand-off after its first batch
@@ -170,7 +161,7 @@ func TestCloseDuringHandoff(t *testing.T) {
 func TestListenWaitsForInventory(t *testing.T) {
 	n := 2*molt.SendBatch + 1
 	ev, w := pipe(t)
-	base := countFDs(t)
+	base := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 	u := newUpgrader(t, molt.Options{
 		Command: roleCommand("claim-many", "", w, nil, envListenerCount+"="+strconv.Itoa(n), envLastAddr+"=127.0.0.2:0"),
 	})
@@ -209,9 +200,7 @@ func TestListenWaitsForInventory(t *testing.T) {
 	}
 	u.Stop()
 	ev.Wait(t, "stopped")
-	if got := settle(base, func() int { return countFDs(t) }); got != base {
-		t.Errorf("%d descriptors once the successor exited, want %d as before the test", got, base)
-	}
+	proctest.CheckFDs(t, "once the successor exited", os.Getpid(), proctest.AllFDs, base)
 }
 
 // portsDiff describes how a reported list of ports differs from want.

@@ -30,27 +30,6 @@ func decodeReply(t *testing.T, r result) control.Reply {
 	return rep
 }
 
-func processGone(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return syscall.Kill(pid, 0) == syscall.ESRCH
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 6000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within 60s", what)
-}
-
 var upgradedLine = regexp.MustCompile(`^upgraded: pid (\d+) serves as generation (\d+) \(took [0-9.]+[µm]?s; pid (\d+) drains and exits\)\n$`)
 
 // TestCLIUpgrade upgrades a service twice with the molt command, checks
@@ -120,7 +99,7 @@ func TestCLIUpgrade(t *testing.T) {
 	if want := map[string]string{strconv.Itoa(svc.pid): "upgraded", strconv.Itoa(pid2): "upgraded", ready["pid"]: "stopped"}; !maps.Equal(exits, want) {
 		t.Errorf("generations exited as %v, want %v", exits, want)
 	}
-	waitFor(t, "generation 3 exited", func() bool { return processGone(pid3) })
+	proctest.WaitGone(t, pid3)
 
 	r = moltCLI(t, "status")
 	if r.code != exitUnreachable || !strings.Contains(r.stderr, "socket unreachable") {
@@ -268,7 +247,7 @@ func TestCLIPermissionDenied(t *testing.T) {
 		if rep := decodeReply(t, r); r.code != exitDenied || rep.Code != control.CodePermissionDenied || !strings.Contains(rep.Error, "uid 65534") {
 			t.Errorf("molt status --json as nobody: exit %d, %s", r.code, r.stdout)
 		}
-		waitFor(t, "the service logged both refusals", func() bool {
+		proctest.WaitUntil(t, "the service logged both refusals", func() bool {
 			return strings.Count(svc.logs.String(), `"msg":"control: connection refused"`) == 2
 		})
 		for _, line := range strings.Split(svc.logs.String(), "\n") {

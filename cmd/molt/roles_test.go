@@ -88,15 +88,13 @@ func roleService(held bool) int {
 
 	if held {
 		proctest.Say("held pid=%d", os.Getpid())
-		for i := 0; ; i++ {
-			if _, err := os.Stat(os.Getenv(envRelease)); err == nil {
-				break
-			}
-			if i == 12000 {
-				proctest.Say("error err=%q", "never released")
-				return 13
-			}
-			time.Sleep(10 * time.Millisecond)
+		released := proctest.Until(proctest.Patience, func() bool {
+			_, err := os.Stat(os.Getenv(envRelease))
+			return err == nil
+		})
+		if !released {
+			proctest.Say("error err=%q", "never released")
+			return 13
 		}
 	}
 	if err := upg.Ready(); err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moltgo/molt/internal/proctest"
 )
 
 // pipePair returns both ends of a Pair as Conns, the child end through FromFD.
@@ -720,18 +722,34 @@ func TestDeadlineInsideFrameBreaksConn(t *testing.T) {
 	}
 }
 
+// TestCloseUnblocksRecv: Close from another goroutine ends a RecvMessage
+// that is blocked, with no deadline, waiting for a frame that never
+// comes. The receiver is seen parked on the socket before Close is
+// called, so the test fails if RecvMessage never blocked.
 func TestCloseUnblocksRecv(t *testing.T) {
 	c, _ := rawPair(t)
+	id := make(chan int)
 	errc := make(chan error, 1)
-	go func() { _, err := c.RecvMessage(); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
+	go func() {
+		id <- proctest.GoroutineID()
+		_, err := c.RecvMessage()
+		errc <- err
+	}()
+	if state := proctest.WaitBlocked(t, <-id, "handoff.(*Conn).RecvMessage"); state != "IO wait" {
+		t.Fatalf("RecvMessage blocked in state %q, want IO wait (parked on the socket)", state)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("RecvMessage returned %v before Close", err)
+	default:
+	}
 	c.Close()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("got %v, want net.ErrClosed", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(proctest.Patience):
 		t.Fatal("Close did not unblock RecvMessage")
 	}
 }
@@ -860,10 +878,12 @@ func TestFromFD(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		// No SOCK_CLOEXEC on darwin; these tests start no processes.
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		unix.CloseOnExec(fd)
 		defer unix.Close(fd)
 		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 			t.Fatal(err)
@@ -876,10 +896,12 @@ func TestFromFD(t *testing.T) {
 	})
 	t.Run("pair of another process", func(t *testing.T) {
 		// This process made the pair and runs; it is not the named parent.
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0) // no SOCK_CLOEXEC on darwin
 		if err != nil {
 			t.Fatal(err)
 		}
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
 		defer unix.Close(fds[0])
 		defer unix.Close(fds[1])
 		other := os.Getppid()
@@ -955,32 +977,20 @@ func assertUntouched(t *testing.T, fd int, ln net.Listener) {
 	}
 }
 
-// countFDs returns the number of open descriptors, or -1 without /proc/self/fd.
-func countFDs() int {
-	des, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(des)
-}
-
 // TestNoFDLeak runs the error paths and FromFD failures and checks that the
 // number of open descriptors is unchanged.
 func TestNoFDLeak(t *testing.T) {
-	if countFDs() < 0 {
-		t.Skip("no /proc/self/fd")
-	}
 	// Warm up: the network poller opens its descriptors on first use.
 	c, _ := rawPair(t)
 	c.Close()
-	before := countFDs()
+	before := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 	t.Run("errors", runErrorCases)
 	t.Run("fromfd", TestFromFD)
 	t.Run("conversation", TestConversation)
 	t.Run("many", TestInventoryManyEntries)
 	t.Run("timeout", TestRecvInventoryTimeoutAfterBatch)
 	t.Run("send errors", TestSendInventoryErrors)
-	if after := countFDs(); after != before {
+	if after := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs); after != before {
 		t.Fatalf("%d descriptors open before, %d after", before, after)
 	}
 }
@@ -1037,7 +1047,7 @@ func TestRecvInventoryBatches(t *testing.T) {
 	fd := tempFD(t, "f")
 	send(t, peer, inventoryFrame(2), fd, fd)
 	send(t, peer, inventoryFrame(1), fd)
-	before := countFDs()
+	before := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 	var sizes []int
 	var kept []int
 	// The third batch announces 2 entries but carries one descriptor.
@@ -1059,7 +1069,7 @@ func TestRecvInventoryBatches(t *testing.T) {
 		}
 		unix.Close(k)
 	}
-	if got := countFDs(); got != before {
+	if got := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs); got != before {
 		t.Errorf("%d descriptors after the error and closing the delivered ones, want %d", got, before)
 	}
 }

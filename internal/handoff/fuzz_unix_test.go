@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moltgo/molt/internal/proctest"
 )
 
 // FuzzConnRecv writes arbitrary bytes into one end of a Pair, with nfds
@@ -38,9 +40,9 @@ func FuzzConnRecv(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeReady, nil), uint8(3), uint16(0))
 	f.Add(inv, uint8(250), uint16(0))
 	f.Fuzz(func(t *testing.T, data []byte, nfds uint8, at uint16) {
-		before := countFDs()
+		before := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 		fuzzConnRecv(t, data, int(nfds)%254, int(at)%(len(data)+1)) // SCM_MAX_FD is 253
-		if after := countFDs(); after != before {
+		if after := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs); after != before {
 			t.Fatalf("%d descriptors open before, %d after", before, after)
 		}
 	})

@@ -1,10 +1,22 @@
-// Package proctest holds what molt's multi-process tests share: a test
-// binary that plays its own child processes ("roles"), and the event lines
-// those processes print for the test to read.
+// Package proctest holds what molt's multi-process tests share, so that
+// each helper exists once, with one meaning:
 //
-// A role reports with [Say] ("event ready pid=12 gen=2"); the test reads
-// with [Events.Wait], which keeps events of other names for later calls,
-// since processes of several generations report in no fixed order.
+//   - Roles: a test binary that plays its own child processes ([Dispatch]),
+//     and the event lines those processes print for the test to read
+//     ([Say], [Events]). A role reports with Say ("event ready pid=12
+//     gen=2"); the test reads with [Events.Wait], which keeps events of
+//     other names for later calls, since processes of several generations
+//     report in no fixed order.
+//   - Processes: whether one has exited ([Gone]), waiting until it has
+//     ([AwaitGone], [WaitGone]), its state ([State]), a process's children
+//     ([ChildrenOf], [NewChildren]) and clean-up ([KillIfOurs]).
+//   - Leaks: counting a process's descriptors by kind ([CountFDs] with an
+//     [FDFilter]) and checking that descriptors and goroutines came back
+//     to a baseline ([CheckFDs], [CheckFDsAtMost], [CheckGoroutines]).
+//   - Waiting: one bounded poll for conditions outside the test's control
+//     ([Until], [WaitUntil], all bounded by [Patience]), and a way to prove
+//     that a goroutine is blocked in a call before the test unblocks it
+//     ([GoroutineID], [WaitBlocked]) instead of sleeping.
 package proctest
 
 import (
@@ -73,7 +85,7 @@ func NewEvents(r io.Reader) *Events {
 }
 
 // Wait returns the fields of the first event called name not returned
-// yet, and fails the test if none comes within two minutes or the role
+// yet, and fails the test if none comes within Patience or the role
 // processes are gone.
 func (ev *Events) Wait(t testing.TB, name string) map[string]string {
 	t.Helper()
@@ -83,7 +95,7 @@ func (ev *Events) Wait(t testing.TB, name string) map[string]string {
 			return fields
 		}
 	}
-	deadline := time.NewTimer(2 * time.Minute)
+	deadline := time.NewTimer(Patience)
 	defer deadline.Stop()
 	for {
 		select {
@@ -96,7 +108,7 @@ func (ev *Events) Wait(t testing.TB, name string) map[string]string {
 			}
 			ev.backlog = append(ev.backlog, line)
 		case <-deadline.C:
-			t.Fatalf("no %q event within 2 minutes (other events: %q)", name, ev.backlog)
+			t.Fatalf("no %q event within %v (other events: %q)", name, Patience, ev.backlog)
 		}
 	}
 }

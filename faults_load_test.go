@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -20,7 +21,7 @@ import (
 )
 
 // A bounded load generator and a prober for the fault-injection suite
-// (faults_test.go): a few clients of each kind hammer a service over
+// (faults_cases_test.go): a few clients of each kind hammer a service over
 // loopback, each request with a timeout, every client bounded in requests
 // and time, and every result kept for the classification of failures.
 
@@ -190,20 +191,34 @@ type loadStats struct {
 	sent, ok int
 	okKind   [numKinds]int
 	okByPID  map[int]int
+	answers  map[int]answerSpan // by the process that answered
+}
+
+// answerSpan is when a process answered: its first and its last answer
+// (the time each request completed).
+type answerSpan struct{ first, last time.Time }
+
+// add extends s to an answer completed at end.
+func (s answerSpan) add(end time.Time) answerSpan {
+	if s.first.IsZero() || end.Before(s.first) {
+		s.first = end
+	}
+	if end.After(s.last) {
+		s.last = end
+	}
+	return s
 }
 
 func (s loadStats) clone() loadStats {
 	c := s
-	c.okByPID = make(map[int]int, len(s.okByPID))
-	for k, v := range s.okByPID {
-		c.okByPID[k] = v
-	}
+	c.okByPID = maps.Clone(s.okByPID)
+	c.answers = maps.Clone(s.answers)
 	return c
 }
 
 func startFaultLoad(tg target, perKind int) *faultLoad {
 	l := &faultLoad{tg: tg, stop: make(chan struct{}), changed: make(chan struct{})}
-	l.res.okByPID = map[int]int{}
+	l.res.okByPID, l.res.answers = map[int]int{}, map[int]answerSpan{}
 	deadline := time.Now().Add(maxLoadDuration)
 	for kind := range numKinds {
 		for range perKind {
@@ -241,6 +256,7 @@ func (l *faultLoad) record(r reqResult) {
 		l.res.ok++
 		l.res.okKind[r.kind]++
 		l.res.okByPID[r.pid]++
+		l.res.answers[r.pid] = l.res.answers[r.pid].add(r.end)
 	} else {
 		l.fails = append(l.fails, r)
 	}
