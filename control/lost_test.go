@@ -39,8 +39,8 @@ func TestNoRequestLost(t *testing.T) {
 	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, "service", sock)
 	pid1, _ := strconv.Atoi(svc.ev.Wait(t, "ready")["pid"])
-	serviceFDs := countFDs(t, pid1)
-	fds, goroutines := countFDs(t, os.Getpid()), runtime.NumGoroutine()
+	serviceFDs := proctest.CountFDs(t, pid1, proctest.AllFDs)
+	fds, goroutines := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs), runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -98,15 +98,9 @@ func TestNoRequestLost(t *testing.T) {
 	if st.Generation != uint64(1+upgraded) {
 		t.Errorf("the last generation is %d, want %d", st.Generation, 1+upgraded)
 	}
-	if got := settle(serviceFDs, func() int { return countFDs(t, st.PID) }); got > serviceFDs {
-		t.Errorf("the last generation has %d descriptors, the first had %d", got, serviceFDs)
-	}
-	if got := settle(fds, func() int { return countFDs(t, os.Getpid()) }); got > fds {
-		t.Errorf("this process: %d descriptors after the load, %d before", got, fds)
-	}
-	if got := settle(goroutines, runtime.NumGoroutine); got > goroutines {
-		t.Errorf("this process: %d goroutines after the load, %d before", got, goroutines)
-	}
+	proctest.CheckFDsAtMost(t, "at the end", st.PID, proctest.AllFDs, serviceFDs)
+	proctest.CheckFDsAtMost(t, "at the end", os.Getpid(), proctest.AllFDs, fds)
+	proctest.CheckGoroutines(t, "at the end", goroutines)
 }
 
 // lossCount counts the requests of TestNoRequestLost.

@@ -117,8 +117,8 @@ func TestUpgradeByRequest(t *testing.T) {
 	if got := ev.Wait(t, "exiting"); got["pid"] != strconv.Itoa(res.SuccessorPID) || got["reason"] != "stopped" {
 		t.Errorf("exiting = %v, want the successor, stopped", got)
 	}
-	waitFor(t, "successor exited", func() bool { return processGone(res.SuccessorPID) })
-	waitFor(t, "socket file removed by the successor's stop", func() bool {
+	proctest.WaitGone(t, res.SuccessorPID)
+	proctest.WaitUntil(t, "socket file removed by the successor's stop", func() bool {
 		_, err := os.Lstat(sock)
 		return errors.Is(err, os.ErrNotExist)
 	})
@@ -185,7 +185,7 @@ func TestSignals(t *testing.T) {
 	if got := svc.ev.Wait(t, "exiting"); got["pid"] != second["pid"] || got["reason"] != "stopped" {
 		t.Errorf("exiting = %v, want generation 2, stopped", got)
 	}
-	waitFor(t, "generation 2 exited", func() bool { return processGone(pid2) })
+	proctest.WaitGone(t, pid2)
 	for _, want := range []string{`"msg":"control: signal","signal":"hangup","action":"upgrade"`, `"msg":"control: upgrade succeeded"`, `"signal":"terminated","action":"stop"`} {
 		if !strings.Contains(svc.stderr.String(), want) {
 			t.Errorf("the service's log lacks %s", want)
@@ -229,10 +229,10 @@ func TestHandleSignalsOptions(t *testing.T) {
 	})
 	defer stop()
 	syscall.Kill(os.Getpid(), syscall.SIGUSR2)
-	waitFor(t, "OnStop called", func() bool { return stops.Load() == 1 })
+	proctest.WaitUntil(t, "OnStop called", func() bool { return stops.Load() == 1 })
 	for i := int32(1); i <= 2; i++ {
 		syscall.Kill(os.Getpid(), syscall.SIGUSR2)
-		waitFor(t, fmt.Sprintf("Force called %d times", i), func() bool { return forces.Load() == i })
+		proctest.WaitUntil(t, fmt.Sprintf("Force called %d times", i), func() bool { return forces.Load() == i })
 	}
 	if n := stops.Load(); n != 1 {
 		t.Errorf("OnStop called %d times, want once", n)
@@ -242,9 +242,7 @@ func TestHandleSignalsOptions(t *testing.T) {
 	if st := u.State(); st != molt.StateStarting {
 		t.Errorf("State = %v, want starting: OnStop replaced Stop", st)
 	}
-	if got := settle(goroutines, runtime.NumGoroutine); got > goroutines {
-		t.Errorf("goroutines: %d after the stop function, %d before HandleSignals", got, goroutines)
-	}
+	proctest.CheckGoroutines(t, "at the end", goroutines)
 }
 
 // TestMalformedFlood sends 1,000 malformed requests to a service process
@@ -253,7 +251,7 @@ func TestMalformedFlood(t *testing.T) {
 	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
 	svc := startService(t, "service", sock)
 	pid, _ := strconv.Atoi(svc.ev.Wait(t, "ready")["pid"])
-	before := countFDs(t, pid)
+	before := proctest.CountFDs(t, pid, proctest.AllFDs)
 	c, ctx := client(t, sock)
 	if _, err := c.Status(ctx); err != nil {
 		t.Fatal(err)
@@ -307,9 +305,7 @@ func TestMalformedFlood(t *testing.T) {
 		}
 		t.Error(p)
 	}
-	if got := settle(before, func() int { return countFDs(t, pid) }); got > before {
-		t.Errorf("service descriptors: %d after 1,000 malformed requests, %d before", got, before)
-	}
+	proctest.CheckFDsAtMost(t, "at the end", pid, proctest.AllFDs, before)
 	st, err := c.Status(ctx)
 	if err != nil || st.PID != pid || st.State != "ready" {
 		t.Errorf("status after the flood = %+v, %v; want pid %d ready", st, err, pid)

@@ -58,51 +58,6 @@ func readyServer(t *testing.T, opts control.Options) (*molt.Upgrader, *control.S
 	return u, s, sock
 }
 
-// countFDs returns the number of open descriptors of process pid.
-func countFDs(t *testing.T, pid int) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		t.Skipf("cannot count descriptors: %v", err)
-	}
-	return len(entries)
-}
-
-// settle polls f (bounded) until it returns want or less, and returns its
-// last value. Counts are compared that way because goroutines and
-// descriptors of earlier tests may still be ending when a baseline is
-// taken; a leak shows as more.
-func settle(want int, f func() int) int {
-	got := f()
-	for i := 0; i < 500 && got > want; i++ {
-		time.Sleep(10 * time.Millisecond)
-		got = f()
-	}
-	return got
-}
-
-// processGone reports whether pid has exited (a zombie counts as gone).
-func processGone(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return syscall.Kill(pid, 0) == syscall.ESRCH
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 6000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within 60s", what)
-}
-
 // rawConn is a connection speaking the protocol by hand.
 type rawConn struct {
 	net.Conn
@@ -440,7 +395,7 @@ func TestStopRequest(t *testing.T) {
 	if r := u.Reason(); r != molt.Stopped {
 		t.Errorf("Reason = %v, want stopped", r)
 	}
-	waitFor(t, "socket file removed after the stop", func() bool {
+	proctest.WaitUntil(t, "socket file removed after the stop", func() bool {
 		_, err := os.Lstat(sock)
 		return errors.Is(err, os.ErrNotExist)
 	})
@@ -461,7 +416,7 @@ func TestOnStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "OnStop called", func() bool { return calls.Load() > 0 })
+	proctest.WaitUntil(t, "OnStop called", func() bool { return calls.Load() > 0 })
 	if n := calls.Load(); n != 1 {
 		t.Errorf("OnStop called %d times, want once", n)
 	}
@@ -473,7 +428,7 @@ func TestOnStop(t *testing.T) {
 // TestCloseLeaks serves requests, leaves connections open and checks that
 // Close and Stop give back every descriptor and goroutine.
 func TestCloseLeaks(t *testing.T) {
-	fds, goroutines := countFDs(t, os.Getpid()), runtime.NumGoroutine()
+	fds, goroutines := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs), runtime.NumGoroutine()
 
 	u, err := molt.New(molt.Options{})
 	if err != nil {
@@ -515,12 +470,8 @@ func TestCloseLeaks(t *testing.T) {
 		t.Errorf("socket file after Close: %v, want it removed", err)
 	}
 	u.Stop()
-	if got := settle(fds, func() int { return countFDs(t, os.Getpid()) }); got > fds {
-		t.Errorf("descriptors: %d after, %d before", got, fds)
-	}
-	if got := settle(goroutines, runtime.NumGoroutine); got > goroutines {
-		t.Errorf("goroutines: %d after, %d before", got, goroutines)
-	}
+	proctest.CheckFDsAtMost(t, "at the end", os.Getpid(), proctest.AllFDs, fds)
+	proctest.CheckGoroutines(t, "at the end", goroutines)
 }
 
 // BenchmarkClientStatus measures one status request: connect, request,
