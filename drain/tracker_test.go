@@ -95,24 +95,7 @@ func TestTrackerDrainWaitsForConnections(t *testing.T) {
 }
 
 func TestTrackerDrainDeadline(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := drain.NewTracker()
-	ln := tr.Listener(raw)
-	accepted := make(chan net.Conn, 1)
-	go func() { // a handler that never finishes by itself
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
-	c, err := net.Dial("tcp", raw.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	<-accepted
+	tr, c := stuckTracker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
@@ -131,24 +114,7 @@ func TestTrackerDrainDeadline(t *testing.T) {
 // result, here the error of a drain cut short by its context, and does not
 // panic.
 func TestTrackerDrainAgain(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := drain.NewTracker()
-	ln := tr.Listener(raw)
-	accepted := make(chan net.Conn, 1)
-	go func() { // a handler that never finishes by itself
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
-	c, err := net.Dial("tcp", raw.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	<-accepted
+	tr, _ := stuckTracker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
@@ -209,4 +175,29 @@ func TestTrackerConcurrentDrains(t *testing.T) {
 			t.Errorf("concurrent Drain = %v, want the first call's nil", err)
 		}
 	}
+}
+
+// stuckTracker returns a Tracker with one accepted connection whose
+// handler never finishes by itself, and the client's end of it.
+func stuckTracker(t *testing.T) (*drain.Tracker, net.Conn) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := drain.NewTracker()
+	ln := tr.Listener(raw)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	<-accepted
+	return tr, c
 }
