@@ -95,7 +95,7 @@ func TestTrackerDrainWaitsForConnections(t *testing.T) {
 }
 
 func TestTrackerDrainDeadline(t *testing.T) {
-	tr, c := stuckTracker(t)
+	tr, c, _ := stuckTracker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
@@ -114,7 +114,7 @@ func TestTrackerDrainDeadline(t *testing.T) {
 // result, here the error of a drain cut short by its context, and does not
 // panic.
 func TestTrackerDrainAgain(t *testing.T) {
-	tr, _ := stuckTracker(t)
+	tr, _, _ := stuckTracker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := tr.Drain(ctx); !errors.Is(err, context.Canceled) {
@@ -130,24 +130,7 @@ func TestTrackerDrainAgain(t *testing.T) {
 // TestTrackerConcurrentDrains: calls made while the first Drain runs wait
 // for it and return its result, unless their own context ends first.
 func TestTrackerConcurrentDrains(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := drain.NewTracker()
-	ln := tr.Listener(raw)
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
-	c, err := net.Dial("tcp", raw.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc := <-accepted // the application's side, closed by the test
+	tr, _, sc := stuckTracker(t) // sc: the application's side, closed by the test
 
 	first := make(chan error, 1)
 	go func() { first <- tr.Drain(context.Background()) }()
@@ -178,14 +161,15 @@ func TestTrackerConcurrentDrains(t *testing.T) {
 }
 
 // stuckTracker returns a Tracker with one accepted connection whose
-// handler never finishes by itself, and the client's end of it.
-func stuckTracker(t *testing.T) (*drain.Tracker, net.Conn) {
+// handler never finishes by itself: the client's end, and the
+// application's.
+func stuckTracker(t *testing.T) (tr *drain.Tracker, client, server net.Conn) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := drain.NewTracker()
+	tr = drain.NewTracker()
 	ln := tr.Listener(raw)
 	accepted := make(chan net.Conn, 1)
 	go func() {
@@ -198,6 +182,5 @@ func stuckTracker(t *testing.T) (*drain.Tracker, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	<-accepted
-	return tr, c
+	return tr, c, <-accepted
 }
