@@ -1,5 +1,3 @@
-//go:build linux
-
 package drain_test
 
 import (

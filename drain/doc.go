@@ -21,9 +21,8 @@
 //   - waits for hijacked connections (WebSockets) until their handlers
 //     close them, and tells long-lived handlers through
 //     [HTTPServer.Draining];
-//   - finally sends HTTP/2 connections a graceful GOAWAY (net/http's
-//     Shutdown, when no HTTP/1.x connection is left to drop), letting
-//     their streams complete;
+//   - shuts HTTP/2 connections down in two phases (RFC 9113 §6.8), so that
+//     no stream a client has sent goes unanswered: see "HTTP/2" below;
 //   - closes whatever is left when the drain's context ends.
 //
 // # Draining
@@ -43,6 +42,42 @@
 // the drain, molt's Upgrader.Stop or a Close of its listener ends it.
 // Drain drains once: a later or concurrent call waits for the first and
 // returns its result, as [Tracker.Drain] does.
+//
+// # HTTP/2
+//
+// A client may open a stream at any moment, so streams are always on
+// their way to the server. net/http's Shutdown sends one GOAWAY naming the
+// last stream the server has read; a stream still on the wire is above it
+// and is never processed, and a client that does not resend it (most
+// outside Go) gets no answer. The drain first sends every HTTP/2
+// connection a GOAWAY that refuses nothing (last stream id 2^31-1,
+// NO_ERROR), which tells the client to open no more streams there, and a
+// PING. Streams the client opened before it read that GOAWAY are ahead of
+// the PING's ACK on the wire, and net/http's server reads frames one at a
+// time, each handled before the next is read: once the ACK is read, the
+// server knows every stream the client will send. Only then does
+// net/http's Shutdown send its final GOAWAY. A client that acknowledges no
+// PING after a GOAWAY (nghttp2's) is given [Options.GoAwayTimeout] (1 s by
+// default) instead. Responses to HTTP/2 requests never carry
+// "Connection: close": net/http's HTTP/2 server takes it as a cue to send
+// its final GOAWAY at once.
+//
+// The mechanism, chosen after reading net/http's HTTP/2 server: the drain
+// wraps the two entries net/http registers in srv.TLSNextProto ("h2", and
+// "unencrypted_http2" for h2c, see [http.Protocols]), so that each HTTP/2
+// connection reaches net/http's server through a net.Conn of the drain's.
+// That conn follows the server's outgoing frames and adds the GOAWAY and
+// PING only at a frame boundary outside a header block, so no frame of the
+// server's is split or reordered; it follows the incoming frames to see
+// the ACK (net/http ignores the ACK of a PING it did not send). For TLS it
+// sits on the plaintext side: the drain reads the client preface from the
+// *tls.Conn and hands the connection to the server's unencrypted entry,
+// wrapped in a conn that reports the TLS state, so the server applies its
+// TLS checks and Request.TLS is set as usual. This needs the HTTP/2 server
+// bundled in net/http, or golang.org/x/net/http2's ConfigureServer (which
+// registers the same two entries); h2c through golang.org/x/net/http2/h2c's
+// handler hijacks the connection and is drained like any hijacked one,
+// with net/http's single GOAWAY: use http.Protocols' UnencryptedHTTP2.
 //
 // # Limits
 //

@@ -29,6 +29,15 @@ type Options struct {
 	// one more request gets it answered (with "Connection: close") rather
 	// than racing the close. Zero means DefaultIdleGrace.
 	IdleGrace time.Duration
+
+	// GoAwayTimeout bounds the first phase of an HTTP/2 connection's
+	// graceful shutdown: how long the drain waits for the client to
+	// acknowledge the PING sent after the GOAWAY that refuses no stream,
+	// before net/http's final GOAWAY names the last stream it will
+	// answer. The ACK normally comes after one round trip; some clients
+	// acknowledge no PING once they have read a GOAWAY, and for them the
+	// drain waits this long. Zero means DefaultGoAwayTimeout.
+	GoAwayTimeout time.Duration
 }
 
 // HTTPServer serves an *http.Server on listeners from molt and drains it
@@ -36,9 +45,10 @@ type Options struct {
 // [HTTPServer.Serve] for each listener, and [HTTPServer.Drain] when
 // [molt.Upgrader.Exit] is closed.
 type HTTPServer struct {
-	srv       *http.Server
-	idleGrace time.Duration
-	draining  chan struct{} // closed when Drain starts
+	srv           *http.Server
+	idleGrace     time.Duration
+	goAwayTimeout time.Duration
+	draining      chan struct{} // closed when Drain starts
 
 	// serving counts running Serve calls. Drain waits for them: a
 	// connection accepted just before the listener closed is known to
@@ -50,6 +60,8 @@ type HTTPServer struct {
 	hijacked  map[net.Conn]struct{}
 	hijacking int // Hijack calls between net/http's StateHijacked and our books
 	listeners map[net.Listener]struct{}
+	h2        map[*h2Conn]struct{} // HTTP/2 connections being served
+	goingAway bool                 // the first phase of HTTP/2's graceful shutdown began
 	isDrain   bool
 	changed   chan struct{} // closed and replaced on every change Drain waits for
 
@@ -78,6 +90,12 @@ type connKey struct{}
 //   - ConnContext: srv.ConnContext if it was set, then the drain's own
 //     context value.
 //
+// It also has net/http configure srv's HTTP/2 now rather than at the first
+// Serve (what is configured is the same, and srv.TLSConfig gains "h2" in
+// its NextProtos as it would then) and wraps the two HTTP/2 entries it
+// puts in srv.TLSNextProto, so that the drain sees each HTTP/2 connection
+// (see the package documentation's "HTTP/2").
+//
 // Set srv's fields before the call, do not set these three afterwards
 // (connections would escape the drain's books), and call NewHTTPServer
 // once per srv. From then on serve and stop srv only through the
@@ -99,17 +117,22 @@ func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 		o = opts[0]
 	}
 	s := &HTTPServer{
-		srv:       srv,
-		idleGrace: o.IdleGrace,
-		draining:  make(chan struct{}),
-		conns:     make(map[net.Conn]*connInfo),
-		hijacked:  make(map[net.Conn]struct{}),
-		listeners: make(map[net.Listener]struct{}),
-		changed:   make(chan struct{}),
-		result:    newOutcome(),
+		srv:           srv,
+		idleGrace:     o.IdleGrace,
+		goAwayTimeout: o.GoAwayTimeout,
+		draining:      make(chan struct{}),
+		conns:         make(map[net.Conn]*connInfo),
+		hijacked:      make(map[net.Conn]struct{}),
+		listeners:     make(map[net.Listener]struct{}),
+		h2:            make(map[*h2Conn]struct{}),
+		changed:       make(chan struct{}),
+		result:        newOutcome(),
 	}
 	if s.idleGrace <= 0 {
 		s.idleGrace = DefaultIdleGrace
+	}
+	if s.goAwayTimeout <= 0 {
+		s.goAwayTimeout = DefaultGoAwayTimeout
 	}
 	h := srv.Handler
 	if h == nil {
@@ -119,10 +142,11 @@ func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 			s.sawRequest(c, r.ProtoMajor)
 		}
-		h.ServeHTTP(&closingWriter{ResponseWriter: w, s: s}, r)
+		h.ServeHTTP(&closingWriter{ResponseWriter: w, s: s, http1: r.ProtoMajor == 1}, r)
 	})
 	userState := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		c = unwrapH2(c) // the connection net/http accepted, as every hook sees it
 		if st == http.StateIdle {
 			molt.Idle(c) // before net/http reads again: the hand-off's reference point
 		}
@@ -138,6 +162,7 @@ func NewHTTPServer(srv *http.Server, opts ...Options) *HTTPServer {
 		}
 		return context.WithValue(ctx, connKey{}, c)
 	}
+	s.hookHTTP2(srv)
 	return s
 }
 
@@ -194,9 +219,12 @@ func (s *HTTPServer) Draining() <-chan struct{} { return s.draining }
 //     successor) is closed after [Options.IdleGrace] without a request,
 //     counted from the start of the drain.
 //
-// When no HTTP/1 connection is left, HTTP/2 connections get a graceful
-// GOAWAY (net/http's Shutdown) and their streams complete; then hijacked
-// connections are waited for until their handlers close them. Drain returns
+// Every HTTP/2 connection at once gets a GOAWAY that refuses no stream and
+// a PING. When no HTTP/1 connection is left and every HTTP/2 client has
+// acknowledged the PING (or had [Options.GoAwayTimeout] to), net/http's
+// Shutdown sends the final GOAWAY and every stream the clients sent
+// completes; then hijacked connections are waited for until their handlers
+// close them. Drain returns
 // nil when everything is finished, or ctx's error after closing whatever
 // is left when ctx ends.
 //
@@ -224,6 +252,7 @@ func (s *HTTPServer) Drain(ctx context.Context) error {
 func (s *HTTPServer) drain(ctx context.Context) error {
 	s.serving.Wait()
 	start := time.Now()
+	s.startGoingAway()
 
 	for {
 		left, wake, changed := s.drainStep(start)
@@ -241,8 +270,10 @@ func (s *HTTPServer) drain(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	// Only HTTP/2 and hijacked connections are left: net/http's Shutdown
-	// sends GOAWAY to the first and waits for their streams.
+	// Only HTTP/2 and hijacked connections are left, and every HTTP/2
+	// client has seen the first GOAWAY (or had GoAwayTimeout to): net/http's
+	// Shutdown sends the final GOAWAY, naming the last stream the server
+	// read, and waits for the streams up to it.
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.closeAll()
 		return err
@@ -267,9 +298,11 @@ func (s *HTTPServer) drain(ctx context.Context) error {
 // waiting in its read is tried again.
 const retryHandOver = 2 * time.Millisecond
 
-// drainStep hands over or closes what it can, and reports how many HTTP/1
-// connections the first phase still waits for, when to look again, and
-// the channel that signals the next change.
+// drainStep hands over or closes what it can, and reports how many
+// connections the first phase still waits for (HTTP/1 connections, and
+// HTTP/2 connections whose client has not yet acknowledged the first
+// GOAWAY), when to look again, and the channel that signals the next
+// change.
 func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, changed <-chan struct{}) {
 	wake = time.Second
 	type candidate struct {
@@ -284,7 +317,7 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 	for c, ci := range s.conns {
 		switch {
 		case ci.proto == 2 || isH2(c):
-			continue // phase two
+			continue // HTTP/2: counted below, by its first GOAWAY
 		case ci.state == http.StateNew:
 			if now.Sub(ci.since) > newConnGrace {
 				c.Close()
@@ -295,12 +328,18 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 		case ci.state == http.StateIdle && ci.proto == 1:
 			tries = append(tries, candidate{c, ci.since, ci.state})
 		case ci.state == http.StateIdle:
-			continue // idle before any HTTP/1 request: HTTP/2, phase two
+			continue // idle before any HTTP/1 request: HTTP/2
 		default:
 			left++
 		}
 	}
 	left += s.hijacking // a handler between Hijack and its booking
+	for c := range s.h2 {
+		if ok, d := c.settled(now); !ok {
+			left++
+			wake = min(wake, d)
+		}
+	}
 	s.mu.Unlock()
 
 	for _, t := range tries {
@@ -328,6 +367,57 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 		left++
 	}
 	return left, wake, changed
+}
+
+// startGoingAway begins the first phase of HTTP/2's graceful shutdown on
+// every HTTP/2 connection, and on those that begin later.
+func (s *HTTPServer) startGoingAway() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.goingAway = true
+	for c := range s.h2 {
+		c.begin(s.goAwayTimeout)
+		go c.startGoAway()
+	}
+}
+
+// addH2 books an HTTP/2 connection net/http's server is about to serve
+// and returns it wrapped.
+func (s *HTTPServer) addH2(nc net.Conn) *h2Conn {
+	c := newH2Conn(nc, s.signal)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.h2[c] = struct{}{}
+	if ci := s.conns[nc]; ci != nil {
+		ci.proto = 2
+	}
+	if s.goingAway {
+		c.begin(s.goAwayTimeout)
+		go c.startGoAway()
+	}
+	s.signalLocked()
+	return c
+}
+
+// removeH2 forgets an HTTP/2 connection whose server has returned.
+func (s *HTTPServer) removeH2(c *h2Conn) {
+	c.finish()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.h2, c)
+	s.signalLocked()
+}
+
+// unwrapH2 returns the connection net/http accepted for one the drain
+// wrapped for its HTTP/2 server.
+func unwrapH2(c net.Conn) net.Conn {
+	switch h := c.(type) {
+	case *h2Conn:
+		return h.Conn
+	case h2TLSConn:
+		return h.Conn
+	}
+	return c
 }
 
 func later(a, b time.Time) time.Time {
@@ -382,6 +472,12 @@ func (s *HTTPServer) sawRequest(c net.Conn, proto int) {
 	}
 }
 
+func (s *HTTPServer) signal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signalLocked()
+}
+
 func (s *HTTPServer) signalLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -405,7 +501,7 @@ const httpReadSize = 4096
 // molt.HandOver), telling molt what only net/http knows: the size of its
 // read buffer. A TLS connection never moves: its session lives in this
 // process. HTTP/2 connections never get here (drainStep leaves them to
-// the GOAWAY of phase two); one whose client sent the h2c preface while it
+// the two GOAWAYs); one whose client sent the h2c preface while it
 // was new has been read from, and HandOver refuses it as busy.
 func handOver(c net.Conn) error {
 	if _, ok := c.(*tls.Conn); ok {
@@ -427,13 +523,18 @@ func isH2(c net.Conn) bool {
 type closingWriter struct {
 	http.ResponseWriter
 	s           *HTTPServer
+	http1       bool // only HTTP/1 gets "Connection: close"
 	wroteHeader bool
 }
 
 func (w *closingWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.wroteHeader = true
-		if w.s.isDraining() {
+		// Not for HTTP/2: net/http's HTTP/2 server takes the header as a
+		// cue to send its own final GOAWAY at once, naming the last
+		// stream it has read, and the streams still on the wire would
+		// never be answered.
+		if w.http1 && w.s.isDraining() {
 			w.Header().Set("Connection", "close")
 		}
 	}
