@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# An HTTP/2 client from outside the project, which never retries, through
+# upgrades: bench/cmd/nghttpcheck runs nghttp (nghttp2-client) over three
+# h2c and three TLS connections through each of 5 upgrades of a molt
+# service, one run per upgrade (nghttp opens no new connection after a
+# GOAWAY), and fails if any stream whose HEADERS were sent got no
+# response, if nghttp failed otherwise, or if a process was left behind.
+# About 10 s. Installs nghttp2-client with apt if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../bench"
+export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+
+if ! command -v nghttp >/dev/null; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists are refreshed only if the install fails without.
+  if ! $sudo apt-get install -y -qq nghttp2-client; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq nghttp2-client
+  fi
+fi
+nghttp --version
+
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/nghttpcheck" ./cmd/nghttpcheck
+"$bin/nghttpcheck" -upgrades 5 -conns 3 -proto h2c,tls -timeout 110s
