@@ -2,7 +2,12 @@
 // SIGHUP and, once a successor took over, drains with GracefulStop (in-
 // flight RPCs complete, clients get GOAWAY and reconnect to the successor),
 // bounded by a deadline. It serves the standard health service, so any
-// gRPC health client can talk to it.
+// gRPC health client can talk to it, and server reflection, so that
+// generic tools (ghz, grpcurl) can call it without a .proto file.
+//
+// Each generation prints a "ready" line once it serves and an "exit" line
+// with the number of RPCs it answered; cmd/grpcload reads them to drive
+// upgrades under load (see README.md for the measurements).
 //
 // It is its own module so that gRPC never becomes a dependency of molt.
 package main
@@ -14,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 )
 
 func main() {
@@ -44,9 +51,18 @@ func run(addr string, drainTimeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer()
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
+	// served counts the unary RPCs this generation answered, so that a load
+	// test can check that every generation took part and that the clients'
+	// OK count matches what the servers answered.
+	var served atomic.Int64
+	count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		served.Add(1)
+		return resp, err
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(count))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	reflection.Register(srv)
 	go srv.Serve(ln)
 	if err := upg.Ready(); err != nil {
 		return err
@@ -68,6 +84,11 @@ func run(addr string, drainTimeout time.Duration) error {
 	}()
 
 	<-upg.Exit()
+	// GracefulStop is grpc-go's two-phase drain: a GOAWAY that still admits
+	// new streams and a PING, then, after the PING's ACK, the GOAWAY with the
+	// last stream id; so no stream a client sent before it saw the final
+	// GOAWAY goes unanswered. The listener it closes is this generation's
+	// copy: the successor keeps accepting on the same socket.
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
@@ -75,6 +96,6 @@ func run(addr string, drainTimeout time.Duration) error {
 	case <-time.After(drainTimeout):
 		srv.Stop() // the deadline: cut what is left
 	}
-	fmt.Printf("exit pid=%d reason=%s\n", os.Getpid(), upg.Reason())
+	fmt.Printf("exit pid=%d reason=%s served=%d\n", os.Getpid(), upg.Reason(), served.Load())
 	return nil
 }
