@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +55,8 @@ func Pair() (parent *Conn, child *os.File, err error) {
 // If a check fails, fd is left as it was: FromFD never reads, writes or
 // closes a descriptor that may belong to someone else. On success the Conn
 // works on a close-on-exec, non-blocking duplicate and fd is closed. It
-// does not block.
+// blocks only before refusing a peer's creator that still runs, up to a
+// second, in case that is a parent in the middle of exiting.
 //
 // Errors name the descriptor and what it is instead, for example
 // "handoff: fd 1 is standard output, never the hand-off channel",
@@ -118,10 +120,29 @@ func checkChannel(fd, parent int) error {
 	if err != nil {
 		return fmt.Errorf("handoff: fd %d: %w", fd, err)
 	}
-	if pid > 0 && pid != parent && !processGone(pid) {
+	if pid > 0 && pid != parent && !exitsSoon(pid) {
 		return fmt.Errorf("handoff: fd %d belongs to process %d, not to the parent %d", fd, pid, parent)
 	}
 	return nil
+}
+
+// exitSettle is how long exitsSoon waits for a process to be gone.
+const exitSettle = time.Second
+
+// exitsSoon reports whether process pid is gone, or is gone within
+// exitSettle. A parent that was killed has given its children to another
+// process (getppid names the new one) a moment before the kernel marks it
+// exited: a channel from it must not be refused in that moment. Only a
+// channel that is about to be refused waits.
+func exitsSoon(pid int) bool {
+	deadline := time.Now().Add(exitSettle)
+	for !processGone(pid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
 
 // processGone reports whether no process pid runs: it does not exist, or
