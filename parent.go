@@ -265,6 +265,9 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, err
 	// (whose batch holds listeners that a Close would wait for) at once.
 	replies := make(chan reply, 1)
 	go func() { // ends at the first message, end-of-file, the deadline, or conn.Close
+		// READY is noticed in a system call, not by the network poller,
+		// which a busy process consults late (see WaitReadable).
+		s.conn.WaitReadable(deadline) // RecvMessage reports what ended it
 		m, err := s.conn.RecvMessage()
 		s.conn.SetWriteDeadline(time.Unix(1, 0)) // nothing more to send before the next step sets its own
 		replies <- reply{m, err}

@@ -152,6 +152,12 @@ func (u *Upgrader) watch(p *parentLink) {
 	defer close(p.gone)
 	acked := false
 	for {
+		if !acked {
+			// The ACK ends Ready: it is noticed in a system call, not by
+			// the network poller, which a process already serving
+			// consults late (see WaitReadable). After it, the poller does.
+			p.conn.WaitReadable(time.Time{}) // RecvMessage reports what ended it
+		}
 		m, err := p.conn.RecvMessage()
 		if err != nil {
 			if !u.lc.stopRequested() {

@@ -74,3 +74,6 @@ func FromFD(fd, parent int) (*Conn, error) { return nil, ErrNotSupported }
 
 // CloseRead returns ErrNotSupported.
 func (c *Conn) CloseRead() error { return ErrNotSupported }
+
+// WaitReadable returns ErrNotSupported.
+func (c *Conn) WaitReadable(deadline time.Time) error { return ErrNotSupported }
