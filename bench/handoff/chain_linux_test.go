@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -26,16 +27,17 @@ const stepTimeout = 2 * time.Minute
 
 // event is one report line of a generation.
 type event struct {
-	kind string // "ready", "addrs", "upgraded" or "fail"
+	kind string // "ready", "addrs", "upgraded", "marks" or "fail"
 	pid  int
 
-	gen    int    // ready: the generation's number
-	t0, t1 int64  // ready: Ready returned, TestMain entered; upgraded: Upgrade called, it returned
-	count  int    // addrs: number of listeners
-	digest string // addrs: hash of their addresses in order
-	first  string // addrs: the first listener's address
-	last   string // addrs: the last listener's address
-	msg    string // fail: why
+	gen    int              // ready: the generation's number
+	t0, t1 int64            // ready: Ready returned, TestMain entered; upgraded: Upgrade called, it returned
+	count  int              // addrs: number of listeners
+	digest string           // addrs: hash of their addresses in order
+	first  string           // addrs: the first listener's address
+	last   string           // addrs: the last listener's address
+	msg    string           // fail: why
+	at     map[string]int64 // marks: the moments of a hand-off (marks_linux_test.go)
 }
 
 func parseEvent(line string) event {
@@ -52,6 +54,8 @@ func parseEvent(line string) event {
 			_, err = fmt.Sscan(rest, &ev.t0, &ev.t1)
 		case "addrs":
 			_, err = fmt.Sscan(rest, &ev.count, &ev.digest, &ev.first, &ev.last)
+		case "marks":
+			ev.at, err = parseMarks(rest)
 		case "fail":
 			ev.msg = rest
 		default:
@@ -84,9 +88,10 @@ type chain struct {
 
 // upgradeResult is what the driver learnt from one upgrade.
 type upgradeResult struct {
-	handoff   time.Duration // Upgrade called in the old generation → Ready returned in the new one
-	successor time.Duration // the part of handoff from the successor's TestMain to its Ready returned
-	observed  time.Duration // SIGHUP sent → the successor's ready report read
+	handoff   time.Duration    // Upgrade called in the old generation → Ready returned in the new one
+	successor time.Duration    // the part of handoff from the successor's TestMain to its Ready returned
+	observed  time.Duration    // SIGHUP sent → the successor's ready report read
+	marks     map[string]int64 // both generations' marks
 }
 
 // startChain starts generation 1 of system with n listeners and returns
@@ -234,15 +239,23 @@ func (c *chain) upgrade(pause, resume func()) upgradeResult {
 	c.tb.Helper()
 	old := c.servingPID
 	var res upgradeResult
+	// A connection waits in listener 0's backlog for the successor's first
+	// accept (nobody else accepts): that moment is a mark.
+	client, err := net.DialTimeout("tcp", c.serving.first, stepTimeout)
+	if err != nil {
+		c.fatal(fmt.Errorf("dial %s before the upgrade: %w", c.serving.first, err))
+	}
+	defer client.Close()
 	sent := time.Now()
 	if err := c.r.Signal(old, syscall.SIGHUP); err != nil {
 		c.fatal(fmt.Errorf("SIGHUP to pid %d: %w", old, err))
 	}
-	// Three reports, in no fixed order but for the successor's listeners
-	// after its ready report: the old generation may report after the new
-	// one is done.
-	var ready, upgraded, inv *event
-	for ready == nil || upgraded == nil || inv == nil {
+	// Five reports, in no fixed order but for the successor's marks and
+	// listeners after its ready report and the old generation's marks
+	// after its upgraded report: the old generation may report after the
+	// new one is done.
+	var ready, upgraded, inv, oldMarks, newMarks *event
+	for ready == nil || upgraded == nil || inv == nil || oldMarks == nil || newMarks == nil {
 		ev, err := c.next()
 		switch {
 		case err != nil:
@@ -253,6 +266,10 @@ func (c *chain) upgrade(pause, resume func()) upgradeResult {
 			ready = &ev
 		case ev.kind == "upgraded" && upgraded == nil && ev.pid == old:
 			upgraded = &ev
+		case ev.kind == "marks" && oldMarks == nil && upgraded != nil && ev.pid == old:
+			oldMarks = &ev
+		case ev.kind == "marks" && newMarks == nil && ready != nil && ev.pid == ready.pid:
+			newMarks = &ev
 		case ev.kind == "addrs" && inv == nil && ready != nil && ev.pid == ready.pid:
 			if err := c.checkInventory(ev, ready.pid); err != nil {
 				c.fatal(err)
@@ -275,6 +292,12 @@ func (c *chain) upgrade(pause, resume func()) upgradeResult {
 	c.servingPID, c.serving = ready.pid, *inv
 	res.handoff = time.Duration(ready.t0 - upgraded.t0)
 	res.successor = time.Duration(ready.t0 - ready.t1)
+	res.marks = make(map[string]int64)
+	for _, at := range []map[string]int64{oldMarks.at, newMarks.at} {
+		for k, v := range at {
+			res.marks[k] = v
+		}
+	}
 	resume()
 	return res
 }

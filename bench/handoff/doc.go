@@ -39,6 +39,23 @@
 //     the runtime's start.
 //   - ns/op: as the driver saw it, from sending SIGHUP to reading the
 //     successor's ready report.
+//   - first-accept-ns/op: from the Upgrade call to the successor's first
+//     accepted connection, which is when clients are served: the driver
+//     dials listener 0 before each upgrade (nobody else accepts, so the
+//     connection waits in the backlog), and the successor accepts once on
+//     listener 0 as soon as it has made it. molt and tableflip make
+//     listener 0 first; the exec baseline makes it last.
+//   - the phases of a hand-off, each from one mark to the next, where the
+//     system shows both (marks_linux_test.go): fork-exec-ns/op (Upgrade
+//     called → the exec returned; molt and exec), runtime-start-ns/op
+//     (→ the successor's TestMain; molt and exec), to-main-ns/op (the two
+//     together, for all three), new-ns/op (TestMain → the library's New
+//     returned: molt has read the HELLO; the generation's own set-up,
+//     the same in all three, is in it), claim-ns/op (→ every listener made
+//     from its inherited socket: molt's inventory arrives meanwhile),
+//     ready-msg-ns/op (Ready called → the parent has read the ready
+//     message; molt and exec) and ack-ns/op (molt: the commit hooks ran
+//     → the successor's Ready returned on the ACK).
 //
 // Before the next iteration, outside the timer, the driver waits until the
 // old generation has exited and checks that the successor holds the same N

@@ -61,8 +61,9 @@ type generation interface {
 	// prepare waits, before the clock starts, for what the system needs
 	// before it can upgrade.
 	prepare(ctx context.Context) error
-	// upgrade starts the successor and returns once it is ready.
-	upgrade() error
+	// upgrade starts the successor and returns once it is ready, noting
+	// in m the moments it can see (markStarted, markReadySeen).
+	upgrade(m *marks) error
 	// retire returns when this generation may exit after a successful
 	// upgrade.
 	retire()
@@ -73,7 +74,9 @@ type generation interface {
 
 // systems start a generation of each system: the first one creates the
 // listeners at addrs, a successor inherits them.
-var systems = map[string]func(addrs []string) (generation, error){
+// They note markNew and markClaimed in m, and call m.listening with each
+// listener as they make it.
+var systems = map[string]func(addrs []string, m *marks) (generation, error){
 	"molt":      startMolt,
 	"tableflip": startTableflip,
 	"exec":      startExec,
@@ -124,16 +127,25 @@ func runGeneration(system string) int {
 	if gen > 1 {
 		prof = startCPUProfile(profileDir, system, n, "successor")
 	}
-	g, err := start(listenAddrs(n))
+	m := newMarks()
+	m.at[markEntered] = entered
+	m.acceptFirst = gen > 1 // the driver dials before every upgrade
+	g, err := start(listenAddrs(n), m)
 	if err != nil {
 		return fail("start generation %d: %v", gen, err)
 	}
+	m.note(markReadyCall)
 	if err := g.ready(); err != nil {
 		g.stop()
 		return fail("ready: %v", err)
 	}
-	fmt.Printf("ready %d %d %d %d\n", pid, gen, now(), entered)
+	m.note(markReady)
+	fmt.Printf("ready %d %d %d %d\n", pid, gen, m.at[markReady], entered)
 	prof.stop()
+	if gen > 1 {
+		m.awaitAccept(upgradeTimeout)
+		fmt.Println(m.line(pid))
+	}
 	// Described after the ready report, so that describing 10,000
 	// listeners does not count as hand-off time.
 	fmt.Printf("addrs %d %s\n", pid, describe(g.listeners()))
@@ -152,8 +164,10 @@ func runGeneration(system string) int {
 		return fail("before the upgrade: %v", err)
 	}
 	prof = startCPUProfile(profileDir, system, n, "upgrade")
-	begin := now()
-	err = g.upgrade()
+	um := newMarks()
+	um.note(markStart)
+	begin := um.at[markStart]
+	err = g.upgrade(um)
 	end := now()
 	prof.stop()
 	if err != nil {
@@ -161,6 +175,7 @@ func runGeneration(system string) int {
 		return fail("upgrade: %v", err)
 	}
 	fmt.Printf("upgraded %d %d %d\n", pid, begin, end)
+	fmt.Println(um.line(pid))
 	g.retire()
 	return exitOK
 }

@@ -47,15 +47,18 @@ func BenchmarkHandoff(b *testing.B) {
 func benchHandoff(b *testing.B, system string, n int, profileDir string) {
 	c := startChain(b, system, n, profileDir)
 	var handoff, successor time.Duration
+	sums := newPhaseSums()
 	upgrades := 0
 	for b.Loop() {
 		res := c.upgrade(b.StopTimer, b.StartTimer)
 		handoff += res.handoff
 		successor += res.successor
+		sums.add(res.marks)
 		upgrades++
 	}
 	b.ReportMetric(float64(handoff.Nanoseconds())/float64(upgrades), "handoff-ns/op")
 	b.ReportMetric(float64(successor.Nanoseconds())/float64(upgrades), "successor-ns/op")
+	sums.report(b.ReportMetric)
 }
 
 func parseCounts(s string) ([]int, error) {

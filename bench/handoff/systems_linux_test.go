@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,31 +25,68 @@ import (
 type moltGen struct {
 	upg *molt.Upgrader
 	lns []net.Listener
+	// cur receives the running upgrade's marks: markStarted from molt's
+	// log (startedHandler), markReadySeen from a commit hook.
+	cur atomic.Pointer[marks]
 }
 
-func startMolt(addrs []string) (generation, error) {
-	upg, err := molt.New(molt.Options{})
+func startMolt(addrs []string, m *marks) (generation, error) {
+	g := &moltGen{lns: make([]net.Listener, 0, len(addrs))}
+	// molt logs "successor started" right after the exec; the benchmark
+	// logs nothing else (the handler discards every record).
+	logger := slog.New(startedHandler{&g.cur})
+	upg, err := molt.New(molt.Options{Logger: logger})
 	if err != nil {
 		return nil, err
 	}
-	g := &moltGen{upg: upg, lns: make([]net.Listener, 0, len(addrs))}
-	for _, a := range addrs {
+	m.note(markNew)
+	g.upg = upg
+	for i, a := range addrs {
 		ln, err := upg.Listen("tcp", a)
 		if err != nil {
 			upg.Stop()
 			return nil, err
 		}
+		m.listening(i, ln)
 		g.lns = append(g.lns, ln)
 	}
+	m.note(markClaimed)
+	upg.OnCommit(func(context.Context, int) {
+		if m := g.cur.Load(); m != nil {
+			m.note(markReadySeen)
+			m.note(markAckSent) // the hooks' last: what follows is the ACK
+		}
+	})
 	return g, nil
 }
 
+// startedHandler is a slog.Handler that notes markStarted in the running
+// upgrade's marks when molt logs that the successor started, and drops
+// every record.
+type startedHandler struct{ cur *atomic.Pointer[marks] }
+
+func (h startedHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h startedHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "molt: successor started" {
+		if m := h.cur.Load(); m != nil {
+			m.note(markStarted)
+		}
+	}
+	return nil
+}
+func (h startedHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h startedHandler) WithGroup(string) slog.Handler      { return h }
+
 func (g *moltGen) ready() error                  { return g.upg.Ready() }
 func (g *moltGen) prepare(context.Context) error { return nil }
-func (g *moltGen) upgrade() error                { return g.upg.Upgrade(context.Background()) }
-func (g *moltGen) retire()                       { <-g.upg.Exit(); g.upg.Stop() }
-func (g *moltGen) stop()                         { g.upg.Stop() }
-func (g *moltGen) listeners() []net.Listener     { return g.lns }
+func (g *moltGen) upgrade(m *marks) error {
+	g.cur.Store(m)
+	defer g.cur.Store(nil)
+	return g.upg.Upgrade(context.Background())
+}
+func (g *moltGen) retire()                   { <-g.upg.Exit(); g.upg.Stop() }
+func (g *moltGen) stop()                     { g.upg.Stop() }
+func (g *moltGen) listeners() []net.Listener { return g.lns }
 
 // tableflipGen is a generation under tableflip, written as its
 // documentation shows.
@@ -56,20 +95,23 @@ type tableflipGen struct {
 	lns []net.Listener
 }
 
-func startTableflip(addrs []string) (generation, error) {
+func startTableflip(addrs []string, m *marks) (generation, error) {
 	upg, err := tableflip.New(tableflip.Options{})
 	if err != nil {
 		return nil, err
 	}
+	m.note(markNew)
 	g := &tableflipGen{upg: upg, lns: make([]net.Listener, 0, len(addrs))}
-	for _, a := range addrs {
+	for i, a := range addrs {
 		ln, err := upg.Listen("tcp", a)
 		if err != nil {
 			upg.Stop()
 			return nil, err
 		}
+		m.listening(i, ln)
 		g.lns = append(g.lns, ln)
 	}
+	m.note(markClaimed)
 	return g, nil
 }
 
@@ -92,7 +134,7 @@ const (
 // has taken note (it selects on both and on the upgrade request at once,
 // in random order), and the driver signals as soon as Ready returned. The
 // retries count as hand-off time; they are rare and take microseconds.
-func (g *tableflipGen) upgrade() error {
+func (g *tableflipGen) upgrade(*marks) error {
 	deadline := time.Now().Add(upgradeTimeout)
 	for {
 		err := g.upg.Upgrade()
@@ -119,7 +161,7 @@ type execGen struct {
 	readyPipe *os.File // a successor's end of the ready pipe; nil in generation 1
 }
 
-func startExec(addrs []string) (generation, error) {
+func startExec(addrs []string, m *marks) (generation, error) {
 	fdText, inherited := os.LookupEnv(envReadyFD)
 	os.Unsetenv(envReadyFD)
 	g := &execGen{lns: make([]net.Listener, 0, len(addrs))}
@@ -134,6 +176,7 @@ func startExec(addrs []string) (generation, error) {
 		}
 		return g, nil
 	}
+	m.note(markNew) // no library: nothing to start
 	fd, err := strconv.Atoi(fdText)
 	if err != nil || fd != 3+len(addrs) {
 		return nil, fmt.Errorf("%s=%q, want %d", envReadyFD, fdText, 3+len(addrs))
@@ -158,7 +201,9 @@ func startExec(addrs []string) (generation, error) {
 			return nil, fmt.Errorf("descriptor %d: %w", 3+i, err)
 		}
 		g.lns[i] = ln
+		m.listening(i, ln)
 	}
+	m.note(markClaimed)
 	return g, nil
 }
 
@@ -181,7 +226,7 @@ func (g *execGen) prepare(context.Context) error { return nil }
 // listeners' own descriptors (syscall.StartProcess copies them into the
 // child), so, unlike os/exec's ExtraFiles, it needs no *os.File and no
 // duplicate of each.
-func (g *execGen) upgrade() error {
+func (g *execGen) upgrade(m *marks) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -204,6 +249,7 @@ func (g *execGen) upgrade() error {
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true}, // as molt starts its successors
 	})
+	m.note(markStarted)
 	w.Close() // the child has its copy; ours would hide its exit
 	if err != nil {
 		return err
@@ -216,6 +262,7 @@ func (g *execGen) upgrade() error {
 		syscall.Kill(pid, syscall.SIGKILL)
 		return fmt.Errorf("successor pid %d not ready: %w", pid, err)
 	}
+	m.note(markReadySeen)
 	return nil
 }
 
