@@ -2,8 +2,11 @@
 # CI step for package systemd: installs systemd >= 253 (Debian's backports, through
 # ../shared/tools/install-systemd.sh, which CI checks out beside this repository) and runs the
 # real-systemd test: systemd as PID 1 of new PID and mount namespaces, driven with systemctl
-# through nsenter, under loopback load (reloads, a failed upgrade, socket activation, the file
-# descriptor store across kill -9 and restart, a graceful stop, the older-systemd fallbacks).
+# through nsenter, under loopback load (reloads through ExecReload=molt upgrade, 10 failed and 10
+# good reloads with systemctl's exit codes, socket activation, the file descriptor store across
+# kill -9 and restart, a graceful stop, stops bounded by TimeoutStopSec= and one extended on
+# purpose, the notify-reload and PID file variants), and TestExampleUnits (the example units'
+# required lines).
 # The namespace gets a private /run and never runs tmpfiles, so the shared /tmp is left alone.
 # Needs root, unshare and nsenter (util-linux), Go, and gcc for -race. Exits non-zero on failure.
 set -euo pipefail
@@ -24,4 +27,4 @@ printf '\n== install systemd >= 253\n'
 bash "$tools/install-systemd.sh"
 
 printf '\n== real-systemd test\n'
-MOLT_SYSTEMD_TEST=1 go test -race -count=1 -v -run '^TestRealSystemd$' ./systemd/
+MOLT_SYSTEMD_TEST=1 go test -race -count=1 -v -run '^(TestRealSystemd|TestExampleUnits)$' ./systemd/

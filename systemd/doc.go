@@ -1,15 +1,17 @@
 // Package systemd runs a molt service under systemd: `systemctl reload`
-// upgrades it, socket activation and the file descriptor store provide its
-// sockets, and systemd always knows which process is the service.
+// upgrades it and fails when the upgrade failed, `systemctl stop` drains it
+// within TimeoutStopSec=, socket activation and the file descriptor store
+// provide its sockets, and systemd always knows which process is the
+// service.
 //
 // [Attach] connects a [molt.Upgrader] to systemd. It speaks three
 // protocols, one file each, with no dependency beyond golang.org/x/sys:
 //
 //   - notifications (notify.go, sd_notify(3)): READY=1, RELOADING=1 with
-//     MONOTONIC_USEC, MAINPID, STATUS, STOPPING=1, EXTEND_TIMEOUT_USEC,
-//     BARRIER=1, over the socket in NOTIFY_SOCKET, a path or an abstract
-//     "@name"; and watchdog pings (watchdog.go) when WATCHDOG_USEC and
-//     WATCHDOG_PID say so;
+//     MONOTONIC_USEC, MAINPID, STATUS, STOPPING=1, EXTEND_TIMEOUT_USEC (only
+//     with [Options.ExtendStopTimeout]), BARRIER=1, over the socket in
+//     NOTIFY_SOCKET, a path or an abstract "@name"; and watchdog pings
+//     (watchdog.go) when WATCHDOG_USEC and WATCHDOG_PID say so;
 //   - socket activation (activation.go, sd_listen_fds(3)): LISTEN_PID,
 //     LISTEN_FDS and LISTEN_FDNAMES, checked, removed from the environment,
 //     and the sockets given out by name;
@@ -17,21 +19,31 @@
 //     with FDNAME, so that a crash or `systemctl restart` keeps the
 //     listening sockets open.
 //
+// The reload itself is the molt command's: the unit's ExecReload= runs
+// `molt upgrade`, which asks the service on its control socket (package
+// control) for an upgrade and exits with the result, and systemd fails the
+// reload when it exits non-zero.
+//
 // # Lifecycle
 //
+//	// First, before molt.New: SIGHUP's and SIGTERM's default action ends the
+//	// process at once (or control.HandleSignals right after molt.New).
+//	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 //	upg, err := molt.New(molt.Options{})
 //	svc, err := systemd.Attach(upg, systemd.Options{FDStore: true})
-//	defer svc.Close()
+//	defer svc.Close()                            // deferred first: runs after upg.Stop
+//	defer upg.Stop()
+//	ctl, err := control.Listen(upg, os.Getenv("MOLT_SOCKET"), control.Options{})
+//	defer ctl.Close()                            // runs first
 //	ln, err := svc.Listen("http", "tcp", ":8080") // handed over, passed by systemd, or new
 //	go srv.Serve(ln)
 //	upg.Ready()                                  // READY=1, MAINPID
-//	// on SIGHUP (systemd's ReloadSignal): upg.Upgrade(ctx)
+//	// ExecReload=molt upgrade (or SIGHUP: upg.Upgrade(ctx)):
 //	//   RELOADING=1 ... then MAINPID=<successor> READY=1, or READY=1 STATUS=<why it failed>
-//	<-upg.Exit()
-//	done := svc.Draining(ctx) // STOPPING=1 and EXTEND_TIMEOUT_USEC, unless handed over
+//	<-upg.Exit()                                 // or SIGTERM: systemctl stop
+//	done := svc.Draining(ctx) // STOPPING=1, unless handed over; ctx below TimeoutStopSec=
 //	srv.Drain(ctx)
 //	done()
-//	upg.Stop()
 //
 // # Hand-over of the main process
 //
@@ -47,10 +59,11 @@
 // the successor is the main process from its first own notification on.
 //
 // The hand-over datagram carries RELOADING=1 and MONOTONIC_USEC as well:
-// READY=1 then ends a reload in whichever state systemd is, even one that
-// systemd asked for (SIGHUP) while an upgrade triggered otherwise was
-// already running. A failed upgrade ends the same way, with READY=1 and the
-// reason in STATUS.
+// under Type=notify-reload, READY=1 then ends a reload in whichever state
+// systemd is, even one that systemd asked for (SIGHUP) while an upgrade
+// triggered otherwise was already running. A failed upgrade ends the same
+// way, with READY=1 and the reason in STATUS; under Type=notify, the
+// reload ends when `molt upgrade` exits, and fails when it exits 1.
 //
 // The successor does not send READY=1 itself: its parent did, and from the
 // successor — not yet the main process while its parent's datagram may be
@@ -66,25 +79,46 @@
 // # Unit settings
 //
 //	[Service]
-//	Type=notify-reload       # systemd >= 253: `systemctl reload` waits for the new generation
+//	Type=notify              # not notify-reload: see below
 //	NotifyAccess=main        # only the current main process is heard
-//	ReloadSignal=SIGHUP      # the default; the service upgrades on it
 //	KillMode=control-group   # the default: a stop signals draining generations too
+//	RuntimeDirectory=%N      # /run/<unit>: the control socket
+//	Environment=MOLT_SOCKET=/run/%N/control.sock
 //	ExecStart=/usr/local/bin/svc
+//	ExecReload=/usr/local/bin/molt --timeout 80s upgrade
 //	ExecStop=/bin/sh -c 'kill -TERM "$MAINPID" 2>/dev/null && while kill -0 "$MAINPID" 2>/dev/null; do sleep 0.1; done; exit 0'
-//	TimeoutStartSec=90       # also bounds a reload: keep it above molt's ReadyTimeout
-//	TimeoutStopSec=60        # bounds the drain of every generation
+//	TimeoutStartSec=90       # also bounds a reload: keep it above molt's --timeout
+//	TimeoutStopSec=60        # bounds the whole stop, every generation's drain included
+//	TimeoutStopFailureMode=kill
 //	WatchdogSec=10           # optional
 //	FileDescriptorStoreMax=4 # only with Options.FDStore
 //	Restart=on-failure       # optional; with the fd store, restarts refuse no connection
 //
-// Type=notify-reload and ReloadSignal=SIGHUP make `systemctl reload` an
-// upgrade that returns when the successor is ready. NotifyAccess=main is
-// enough, because every notification comes from the main process of the
-// moment, and it is the safe choice: a generation that handed over cannot
-// change anything any more. KillMode=control-group lets a stop reach the
-// generations that still drain; mixed would SIGKILL them as soon as the main
-// process exits, and process would leave them behind.
+// ExecReload= makes `systemctl reload` wait for `molt upgrade`, which
+// returns when the successor is ready (the hand-over moved MAINPID by
+// then) and exits 1 when the upgrade failed: systemctl reload then exits
+// 1 with ReloadResult=exit-code, while the unit stays active on the old
+// main process. The service serves the control socket
+// ([github.com/moltgo/molt/control.Listen] at $MOLT_SOCKET), and `molt`
+// finds it through the same variable. Type=notify-reload is no
+// alternative: alone, it cannot fail a reload (a failed upgrade ends with
+// READY=1 too, and systemctl reload exits 0); with ExecReload=, systemd
+// 254 sends the signal and runs the command, and one reload upgrades
+// twice.
+//
+// NotifyAccess=main is enough, because every notification comes from the
+// main process of the moment, and it is the safe choice: a generation that
+// handed over cannot change anything any more. KillMode=control-group lets
+// a stop reach the generations that still drain; mixed would SIGKILL them
+// as soon as the main process exits, and process would leave them behind.
+//
+// TimeoutStopSec= bounds the stop of every generation: [Service.Draining]
+// sends no EXTEND_TIMEOUT_USEC unless [Options.ExtendStopTimeout] asks for
+// it. A stop that reaches the timeout is killed and leaves the unit
+// "failed" (Result=timeout) with the last STATUS= line, "stopping:
+// draining". TimeoutStopFailureMode=kill makes that SIGKILL come when the
+// timeout passes; the default (terminate) sends SIGTERM again and waits a
+// second TimeoutStopSec=.
 //
 // ExecStop= is needed at least with systemd 254, as observed by this
 // package's tests: a successor is the child of the generation that started
@@ -95,13 +129,12 @@
 // main process to exit (bounded by TimeoutStopSec=); where systemd waits on
 // its own it changes nothing. The journal line "Supervising process … which
 // is not our child" after each upgrade is this condition, and expected.
+// [Attach] cannot tell whether the line is there: a process sees its
+// environment, not its unit file; the repository's tests check the example
+// units instead.
 //
-// Older systemd (< 253): Type=notify with
-// ExecReload=/bin/kill -HUP $MAINPID. The hand-over works the same, but
-// `systemctl reload` returns once the signal is sent, not when the new
-// generation is ready; the unit shows "reloading" until it is. Without
-// notifications at all (Type=simple), set [molt.Options.PIDFile] and
-// PIDFile= to the same path: molt writes it when a generation becomes
+// Without notifications at all (Type=simple), set [molt.Options.PIDFile]
+// and PIDFile= to the same path: molt writes it when a generation becomes
 // ready, before the old one exits, and systemd reads it again when its main
 // process exits. The examples/systemd directory of the repository holds a
 // unit file for each mode, which the real-systemd test runs.
@@ -135,16 +168,16 @@
 //
 // # What it does not do
 //
-// It does not tell `systemctl reload` that an upgrade failed: systemd has no
-// notification for that, so the reload completes, the old generation keeps
-// serving, and the reason is in the STATUS line (`systemctl status`) and in
-// the log. It does not support Accept=yes sockets, vsock notification
-// sockets, or descriptors other than sockets. It runs on Linux; on other Unix
-// systems the protocols work where a service manager speaks them, and on
-// Windows every call that would need a Unix socket returns [ErrNotSupported].
+// It does not fail `systemctl reload` by itself: no notification can, so
+// that is the exit status of `molt upgrade` in ExecReload=. It does not
+// read or check the unit file. It does not support Accept=yes sockets,
+// vsock notification sockets, or descriptors other than sockets. It runs
+// on Linux; on other Unix systems the protocols work where a service
+// manager speaks them, and on Windows every call that would need a Unix
+// socket returns [ErrNotSupported].
 //
 // Specifications: sd_notify(3), sd_listen_fds(3), sd_watchdog_enabled(3),
-// sd_notify_barrier(3), systemd.service(5) (Type=notify-reload,
-// NotifyAccess=, FileDescriptorStoreMax=), systemd.socket(5)
+// sd_notify_barrier(3), systemd.service(5) (ExecReload=, Type=notify-reload,
+// NotifyAccess=, TimeoutStopFailureMode=, FileDescriptorStoreMax=), systemd.socket(5)
 // (FileDescriptorName=); https://systemd.io/FILE_DESCRIPTOR_STORE/.
 package systemd

@@ -300,10 +300,12 @@ func readFile(path string) string {
 }
 
 // exampleUnit returns a unit file of examples/systemd made to run bin with
-// env instead of the example binary: its ExecStart= is replaced, its
-// Environment= lines and [Install] section are dropped, and env is added
-// at the end of [Service].
-func exampleUnit(t *testing.T, name, bin string, env []string) string {
+// env instead of the example binary, and moltCLI for the molt command: its
+// ExecStart= and the command of ExecReload= are replaced, the Environment=
+// lines for the example binary (MOLT_EXAMPLE_*) and the [Install] section
+// are dropped, and env is added at the end of [Service]. The rest, the
+// control socket's RuntimeDirectory= and MOLT_SOCKET included, is kept.
+func exampleUnit(t *testing.T, name, bin, moltCLI string, env []string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "examples", "systemd", name))
 	if err != nil {
@@ -318,7 +320,9 @@ func exampleUnit(t *testing.T, name, bin string, env []string) string {
 		switch {
 		case strings.HasPrefix(line, "ExecStart="):
 			line, replaced = "ExecStart="+bin, true
-		case strings.HasPrefix(line, "Environment="):
+		case strings.HasPrefix(line, "ExecReload=/usr/local/bin/molt "):
+			line = "ExecReload=" + moltCLI + strings.TrimPrefix(line, "ExecReload=/usr/local/bin/molt")
+		case strings.HasPrefix(line, "Environment=") && strings.Contains(line, "MOLT_EXAMPLE_"):
 			continue
 		}
 		out = append(out, line)
@@ -327,6 +331,22 @@ func exampleUnit(t *testing.T, name, bin string, env []string) string {
 		t.Fatalf("%s has no ExecStart=", name)
 	}
 	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\nEnvironment=" + strings.Join(env, " ") + "\n"
+}
+
+// buildMolt builds the molt command (cmd/molt) into dir for ExecReload=.
+func buildMolt(t *testing.T, dir string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("%s=1 but go is not in PATH: the test builds cmd/molt for ExecReload=: %v", envSystemdTest, err)
+	}
+	out := filepath.Join(dir, "molt")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, goTool, "build", "-o", out, "../cmd/molt").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/molt: %v\n%s", err, b)
+	}
+	return out
 }
 
 // copyFile copies the test binary where the units can start it.

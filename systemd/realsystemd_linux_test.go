@@ -2,8 +2,10 @@ package systemd_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,10 +18,12 @@ import (
 
 // TestRealSystemd runs the service role under a real systemd (>= 253) as
 // PID 1 of new namespaces, with loopback load, and checks what systemd and
-// the clients see: reloads that wait for the new generation and move
-// MainPID, a failed upgrade that leaves the old one serving and says why,
-// socket activation with named sockets across reloads, the file descriptor
-// store across a kill -9 and a restart, and a graceful stop.
+// the clients see: reloads (ExecReload=molt upgrade) that wait for the new
+// generation and move MainPID, failed upgrades that fail `systemctl
+// reload` and leave the old generation serving, socket activation with
+// named sockets across reloads, the file descriptor store across a kill -9
+// and a restart, a graceful stop, a stop bounded by TimeoutStopSec= and
+// one extended on purpose, and the notify-reload and PID file variants.
 //
 // Opt in with MOLT_SYSTEMD_TEST=1 (root); .ci/systemd.sh does.
 func TestRealSystemd(t *testing.T) {
@@ -55,11 +59,12 @@ func TestRealSystemd(t *testing.T) {
 	}
 	bin := filepath.Join(work, "molt-systemd.test")
 	copyFile(t, self, bin)
+	moltCLI := buildMolt(t, work)
 
-	ports := freePorts(t, 6)
+	ports := freePorts(t, 9)
 	units := filepath.Join(work, "units")
 	dirs := map[string]string{}
-	for _, name := range []string{"reload", "sock", "store", "notify", "pidfile"} {
+	for _, name := range []string{"reload", "sock", "store", "nreload", "pidfile", "bound", "term", "extend"} {
 		dirs[name] = filepath.Join(work, name)
 		if err := os.MkdirAll(dirs[name], 0o755); err != nil {
 			t.Fatal(err)
@@ -74,24 +79,35 @@ func TestRealSystemd(t *testing.T) {
 		}
 	}
 	// The service units are the repository's examples (examples/systemd),
-	// running the service role instead of the example binary.
+	// running the service role instead of the example binary and the molt
+	// command built from cmd/molt.
 	fromExample := func(example, dir string, env ...string) string {
-		return exampleUnit(t, example, bin, append([]string{role, envDir + "=" + dir, "GORACE=atexit_sleep_ms=0"}, env...))
+		return exampleUnit(t, example, bin, moltCLI, append([]string{role, envDir + "=" + dir, "GORACE=atexit_sleep_ms=0"}, env...))
 	}
-	writeUnit("molt-reload.service", fromExample("molt-example.service", dirs["reload"],
-		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[0]))+"WatchdogSec=3\n")
+	listen := func(port int) string { return fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, port) }
+	writeUnit("molt-reload.service", fromExample("molt-example.service", dirs["reload"], listen(ports[0]))+"WatchdogSec=3\n")
 	writeUnit("molt-web.socket", fmt.Sprintf("[Socket]\nListenStream=127.0.0.1:%d\nFileDescriptorName=web\nService=molt-sock.service\n", ports[1]))
 	writeUnit("molt-admin.socket", fmt.Sprintf("[Socket]\nListenStream=127.0.0.1:%d\nFileDescriptorName=admin\nService=molt-sock.service\n", ports[2]))
 	writeUnit("molt-sock.service", strings.ReplaceAll(fromExample("molt-example-socket.service", dirs["sock"], envSockets+"=web,admin"),
 		"molt-example-web.socket", "molt-web.socket molt-admin.socket"))
-	writeUnit("molt-store.service", fromExample("molt-example-fdstore.service", dirs["store"],
-		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[3]), envFDStore+"=1"))
-	// The fallbacks for systemd < 253: Type=notify with ExecReload, and no
-	// notifications at all but a PID file.
-	writeUnit("molt-notify.service", fromExample("molt-example-notify.service", dirs["notify"],
-		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[4])))
-	writeUnit("molt-pidfile.service", fromExample("molt-example-pidfile.service", dirs["pidfile"],
-		fmt.Sprintf("%s=http=tcp:127.0.0.1:%d", envListen, ports[5]), envPIDFile+"=/run/molt-example.pid"))
+	writeUnit("molt-store.service", fromExample("molt-example-fdstore.service", dirs["store"], listen(ports[3]), envFDStore+"=1"))
+	// Type=notify-reload instead of ExecReload= (systemd >= 253): SIGHUP,
+	// and a reload that cannot fail.
+	nreload := fromExample("molt-example.service", dirs["nreload"], listen(ports[4]))
+	nreload = regexp.MustCompile(`(?m)^ExecReload=.*\n`).ReplaceAllString(nreload, "")
+	nreload = strings.Replace(nreload, "\nType=notify\n", "\nType=notify-reload\nReloadSignal=SIGHUP\n", 1)
+	writeUnit("molt-nreload.service", nreload)
+	// No notifications at all but a PID file.
+	writeUnit("molt-pidfile.service", fromExample("molt-example-pidfile.service", dirs["pidfile"], listen(ports[5]), envPIDFile+"=/run/molt-example.pid"))
+	// Stops: bounded by TimeoutStopSec= (the example's settings, a shorter
+	// timeout), the same without TimeoutStopFailureMode=kill, and extended
+	// on purpose (Options.ExtendStopTimeout).
+	writeUnit("molt-bound.service", fromExample("molt-example.service", dirs["bound"], listen(ports[6]))+
+		fmt.Sprintf("TimeoutStopSec=%d\n", int(boundStop.Seconds())))
+	writeUnit("molt-term.service", regexp.MustCompile(`(?m)^TimeoutStopFailureMode=.*\n`).ReplaceAllString(
+		fromExample("molt-example.service", dirs["term"], listen(ports[7])), "")+fmt.Sprintf("TimeoutStopSec=%d\n", int(termStop.Seconds())))
+	writeUnit("molt-extend.service", fromExample("molt-example.service", dirs["extend"], listen(ports[8]), envExtend+"=1")+
+		fmt.Sprintf("TimeoutStopSec=%d\n", int(extendStop.Seconds())))
 
 	sd := bootSystemd(t, systemdPath, units, filepath.Join(work, "boot.log"))
 	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
@@ -151,7 +167,9 @@ func TestRealSystemd(t *testing.T) {
 		}
 	})
 
-	t.Run("failed-upgrade", func(t *testing.T) {
+	// ExecReload=molt upgrade: a failed upgrade fails `systemctl reload`
+	// (the unit stays active on the old MainPID), a good one succeeds.
+	t.Run("reload-results", func(t *testing.T) {
 		sd := sd.in(t)
 		t.Cleanup(sd.dumpOnFailure)
 		const unit = "molt-reload.service"
@@ -162,42 +180,95 @@ func TestRealSystemd(t *testing.T) {
 		}
 		ld := startLoad([]string{url(ports[0])}, 3, 2)
 		before := sd.mainPID(unit)
-		start := time.Now()
-		sd.ctl("reload", unit) // completes: systemd has no "reload failed" notification
-		t.Logf("failed reload returned after %v", time.Since(start).Round(time.Millisecond))
-		p := logShow(t, sd, unit, "after a failed upgrade")
-		if pid, _ := strconv.Atoi(p["MainPID"]); pid != before {
-			t.Errorf("MainPID %d after a failed upgrade, want %d (the old generation)", pid, before)
+		var took []time.Duration
+		for i := range 10 {
+			start := time.Now()
+			code, out := sd.reload(unit)
+			took = append(took, time.Since(start))
+			p := sd.show(unit, reloadProps...)
+			if i == 0 {
+				t.Logf("failed reload: systemctl reload exit code %d, output %q", code, strings.TrimSpace(out))
+				logProps(t, unit, "after a failed reload", p)
+			}
+			if code == 0 {
+				t.Errorf("failed reload %d: systemctl reload exit code 0, want non-zero", i+1)
+			}
+			if p["ReloadResult"] != "exit-code" || p["Result"] != "success" {
+				t.Errorf("failed reload %d: ReloadResult=%s Result=%s, want exit-code and success", i+1, p["ReloadResult"], p["Result"])
+			}
+			if pid, _ := strconv.Atoi(p["MainPID"]); pid != before {
+				t.Errorf("failed reload %d: MainPID %d, want %d (the old generation)", i+1, pid, before)
+			}
+			if p["ActiveState"] != "active" || p["SubState"] != "running" {
+				t.Errorf("failed reload %d: %s/%s, want active/running", i+1, p["ActiveState"], p["SubState"])
+			}
+			if !strings.Contains(p["StatusText"], "upgrade failed") || !strings.Contains(p["StatusText"], "failed during init") {
+				t.Errorf("failed reload %d: StatusText %q, want the failure and its reason", i+1, p["StatusText"])
+			}
 		}
-		if p["ActiveState"] != "active" || p["SubState"] != "running" {
-			t.Errorf("%s/%s after a failed upgrade, want active/running", p["ActiveState"], p["SubState"])
-		}
-		if !strings.Contains(p["StatusText"], "upgrade failed") || !strings.Contains(p["StatusText"], "failed during init") {
-			t.Errorf("StatusText %q: want the failure and its reason", p["StatusText"])
-		}
+		t.Logf("10 failed reloads: %s", durations(took))
 		status, _ := sd.run("systemctl", "status", "--no-pager", "-n", "0", unit)
-		t.Logf("systemctl status:\n%s", status)
+		t.Logf("systemctl status after the failed reloads:\n%s", status)
 		if !strings.Contains(status, "Status: \"upgrade failed") {
 			t.Errorf("systemctl status does not show the failed upgrade")
 		}
-		if j := sd.journal(unit); !strings.Contains(j, "init failed: simulated configuration error") {
-			t.Errorf("journal of %s lacks the successor's reason", unit)
+		if n := strings.Count(sd.journal(unit), "init failed: simulated configuration error"); n < 10 {
+			t.Errorf("journal of %s has the successor's reason %d times, want 10", unit, n)
 		}
+		// What molt upgrade (ExecReload=) printed: the reason, and that
+		// the old generation serves on. Asked for by its identifier: a
+		// control process may have exited before journald read its
+		// output, and then journald cannot tell its unit (-u misses it).
+		var cli []string
+		waitFor(t, "molt upgrade's output in the journal", 30*time.Second, func() bool {
+			sd.run("journalctl", "--sync")
+			cli = cli[:0]
+			for _, line := range strings.Split(sd.must("journalctl", "--no-pager", "-o", "cat", "-t", "molt"), "\n") {
+				if strings.HasPrefix(line, "molt: ") {
+					cli = append(cli, line)
+				}
+			}
+			return strings.Count(strings.Join(cli, "\n"), "goes on serving") >= 10
+		})
+		t.Logf("journal, molt upgrade in ExecReload= (the first failure):\n%s", strings.Join(cli[:min(2, len(cli))], "\n"))
+		inUnit := 0
+		for _, line := range strings.Split(sd.journal(unit), "\n") {
+			if strings.HasPrefix(line, "molt: ") {
+				inUnit++
+			}
+		}
+		t.Logf("of molt upgrade's %d lines, journalctl -u %s shows %d", len(cli), unit, inUnit)
 		os.Remove(marker)
-		// Not stuck: the next upgrade works.
-		sd.ctl("reload", unit)
-		after := sd.mainPID(unit)
-		if after == before {
-			t.Errorf("reload after the failure: MainPID still %d", after)
+
+		took = took[:0]
+		prev := before
+		for i := range 10 {
+			start := time.Now()
+			code, out := sd.reload(unit)
+			took = append(took, time.Since(start))
+			p := sd.show(unit, reloadProps...)
+			if i == 0 {
+				t.Logf("good reload: systemctl reload exit code %d, output %q", code, strings.TrimSpace(out))
+				logProps(t, unit, "after a good reload", p)
+			}
+			pid, _ := strconv.Atoi(p["MainPID"])
+			if code != 0 || p["ReloadResult"] != "success" {
+				t.Errorf("good reload %d: exit code %d, ReloadResult=%s; want 0 and success", i+1, code, p["ReloadResult"])
+			}
+			if pid == prev || pid == 0 || p["ActiveState"] != "active" || p["SubState"] != "running" {
+				t.Errorf("good reload %d: MainPID %d (was %d), %s/%s; want a new one, active/running", i+1, pid, prev, p["ActiveState"], p["SubState"])
+			}
+			if len(ev.find("serving", fmt.Sprintf("pid=%d", pid))) != 1 {
+				t.Errorf("good reload %d returned, but MainPID %d has not reported serving", i+1, pid)
+			}
+			prev = pid
 		}
-		if len(ev.find("serving", fmt.Sprintf("pid=%d", after))) != 1 {
-			t.Errorf("reload after the failure returned, but MainPID %d has not reported serving", after)
-		}
-		waitFor(t, "the old generation to exit", 30*time.Second, func() bool {
-			return len(ev.find("exit", fmt.Sprintf("pid=%d", before))) == 1
+		t.Logf("10 good reloads: %s", durations(took))
+		waitFor(t, "the old generations to exit", 60*time.Second, func() bool {
+			return len(ev.find("exit", fmt.Sprintf("pid=%d", before))) == 1 && len(ev.find("exit")) >= 30
 		})
 		st := ld.finish()
-		t.Logf("failed upgrade, then a good one, under load: %v", st)
+		t.Logf("10 failed and 10 good reloads under load: %v", st)
 		if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
 			t.Errorf("load: %v; errors: %q", st, st.Errors)
 		}
@@ -254,8 +325,10 @@ func TestRealSystemd(t *testing.T) {
 		}) {
 			t.Errorf("never saw the STOPPING status while stopping: %q", seen)
 		}
-		if j := sd.journal(""); !regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d \(STOPPING=1, .*EXTEND_TIMEOUT_USEC=`, main)).MatchString(j) {
-			t.Errorf("systemd did not log STOPPING=1 with EXTEND_TIMEOUT_USEC from PID %d", main)
+		if j := sd.journal(""); !regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d \(STOPPING=1, `, main)).MatchString(j) {
+			t.Errorf("systemd did not log STOPPING=1 from PID %d", main)
+		} else if regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d \(.*EXTEND_TIMEOUT_USEC=`, main)).MatchString(j) {
+			t.Errorf("PID %d extended the stop timeout without Options.ExtendStopTimeout", main)
 		}
 		if lines := ev.find("exit", fmt.Sprintf("pid=%d", main)); len(lines) != 1 || !strings.Contains(lines[0], `drain_err=""`) {
 			t.Errorf("main process exit: %q", lines)
@@ -263,6 +336,64 @@ func TestRealSystemd(t *testing.T) {
 		p := logShow(t, sd, unit, "after stop")
 		if p["ActiveState"] != "inactive" || p["Result"] != "success" || p["ExecMainStatus"] != "0" {
 			t.Errorf("after stop: %s, result %s, status %s; want inactive, success, 0", p["ActiveState"], p["Result"], p["ExecMainStatus"])
+		}
+	})
+
+	// TimeoutStopSec= bounds a stop whose drain would take longer: with a
+	// request of a minute in flight in the main generation (a successor,
+	// after a reload), systemd kills the unit when the timeout passes and
+	// the unit ends failed with Result=timeout and the last STATUS=.
+	// Without TimeoutStopFailureMode=kill it takes twice as long.
+	t.Run("stop-bound", func(t *testing.T) {
+		for _, tc := range []struct {
+			unit, dir string
+			timeout   time.Duration
+			min, max  time.Duration // the stop's duration
+			port      int
+		}{
+			{"molt-bound.service", "bound", boundStop, boundStop - 500*time.Millisecond, boundStop + stopMargin, ports[6]},
+			{"molt-term.service", "term", termStop, 2*termStop - 500*time.Millisecond, 2*termStop + stopMargin, ports[7]},
+		} {
+			sd := sd.in(t)
+			took, errs, p := stopWithSlowRequest(t, sd, tc.unit, url(tc.port), time.Minute)
+			t.Logf("%s: TimeoutStopSec=%v, a request of 1m in flight: systemctl stop took %v (want %v to %v); the request: %v",
+				tc.unit, tc.timeout, took.Round(time.Millisecond), tc.min, tc.max, errs)
+			logProps(t, tc.unit, "after a stop that timed out", p)
+			if took < tc.min || took > tc.max {
+				t.Errorf("%s: stop took %v, want %v to %v", tc.unit, took.Round(time.Millisecond), tc.min, tc.max)
+			}
+			if len(errs) != 1 {
+				t.Errorf("%s: the request of a minute did not fail: %v", tc.unit, errs)
+			}
+			if p["ActiveState"] != "failed" || p["Result"] != "timeout" || p["StatusText"] != "stopping: draining" {
+				t.Errorf("%s after the stop: ActiveState=%s Result=%s StatusText=%q; want failed, timeout, %q",
+					tc.unit, p["ActiveState"], p["Result"], p["StatusText"], "stopping: draining")
+			}
+			sd.ctl("reset-failed", tc.unit)
+		}
+	})
+
+	// Options.ExtendStopTimeout: the main process extends the stop timeout
+	// while it drains, and a request longer than TimeoutStopSec= completes.
+	t.Run("stop-extend", func(t *testing.T) {
+		sd := sd.in(t)
+		const unit = "molt-extend.service"
+		const request = 2*extendStop + time.Second
+		took, errs, p := stopWithSlowRequest(t, sd, unit, url(ports[8]), request)
+		t.Logf("%s: TimeoutStopSec=%v, ExtendStopTimeout, a request of %v in flight: systemctl stop took %v; the request: %v",
+			unit, extendStop, request, took.Round(time.Millisecond), errs)
+		logProps(t, unit, "after an extended stop", p)
+		if took < request-500*time.Millisecond || took > request+stopMargin {
+			t.Errorf("stop took %v, want about %v (the request), more than TimeoutStopSec=%v", took.Round(time.Millisecond), request, extendStop)
+		}
+		if len(errs) != 0 {
+			t.Errorf("the request failed: %v", errs)
+		}
+		if p["ActiveState"] != "inactive" || p["Result"] != "success" {
+			t.Errorf("after the stop: ActiveState=%s Result=%s; want inactive, success", p["ActiveState"], p["Result"])
+		}
+		if j := sd.journal(""); !regexp.MustCompile(`\(STOPPING=1, STATUS=stopping: draining, EXTEND_TIMEOUT_USEC=30000000\)`).MatchString(j) {
+			t.Errorf("systemd did not log STOPPING=1 with EXTEND_TIMEOUT_USEC")
 		}
 	})
 
@@ -375,13 +506,14 @@ func TestRealSystemd(t *testing.T) {
 		sd.ctl("stop", unit)
 	})
 
-	// Older systemd: `systemctl reload` returns once the signal is sent; the
-	// upgrade completes after it, and MainPID moves all the same.
+	// Type=notify-reload without ExecReload= (SIGHUP), and the PID file
+	// fallback without notifications (ExecReload=molt upgrade; MainPID
+	// moves when the old generation exits).
 	for _, tc := range []struct{ unit, dir string }{
-		{"molt-notify.service", "notify"},
+		{"molt-nreload.service", "nreload"},
 		{"molt-pidfile.service", "pidfile"},
 	} {
-		t.Run("fallback-"+tc.dir, func(t *testing.T) {
+		t.Run("variant-"+tc.dir, func(t *testing.T) {
 			sd := sd.in(t)
 			t.Cleanup(sd.dumpOnFailure)
 			port := ports[4]
@@ -410,12 +542,28 @@ func TestRealSystemd(t *testing.T) {
 					t.Errorf("reload %d: MainPID %d is not generation %d", i+1, pid, i+2)
 				}
 			}
+			// A failed upgrade: notify-reload cannot tell systemd, the
+			// PID file variant's ExecReload= can.
+			marker := filepath.Join(dirs[tc.dir], failInitFile)
+			if err := os.WriteFile(marker, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := sd.mainPID(tc.unit)
+			code, out := sd.reload(tc.unit)
+			p := logShow(t, sd, tc.unit, fmt.Sprintf("after a failed upgrade (systemctl reload exit code %d, %q)", code, strings.TrimSpace(out)))
+			os.Remove(marker)
+			if want := tc.dir == "pidfile"; (code != 0) != want {
+				t.Errorf("failed upgrade: systemctl reload exit code %d; want non-zero: %t", code, want)
+			}
+			if pid, _ := strconv.Atoi(p["MainPID"]); pid != before || p["ActiveState"] != "active" {
+				t.Errorf("failed upgrade: MainPID %d (was %d), %s; want the old one, active", pid, before, p["ActiveState"])
+			}
 			st := ld.finish()
-			t.Logf("%s, 3 reloads under load: %v", tc.unit, st)
+			t.Logf("%s, 3 reloads and a failed one under load: %v", tc.unit, st)
 			if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
 				t.Errorf("load: %v; errors: %q", st, st.Errors)
 			}
-			p := logShow(t, sd, tc.unit, "after 3 reloads")
+			p = logShow(t, sd, tc.unit, "after the reloads")
 			if p["ActiveState"] != "active" || p["NRestarts"] != "0" {
 				t.Errorf("%s/%s, %s restarts", p["ActiveState"], p["SubState"], p["NRestarts"])
 			}
@@ -437,7 +585,8 @@ func TestRealSystemd(t *testing.T) {
 				t.Errorf("systemd: %s", line)
 			}
 		}
-		for _, unit := range []string{"molt-reload.service", "molt-sock.service", "molt-store.service", "molt-notify.service", "molt-pidfile.service"} {
+		for _, unit := range []string{"molt-reload.service", "molt-sock.service", "molt-store.service", "molt-nreload.service",
+			"molt-pidfile.service", "molt-bound.service", "molt-term.service", "molt-extend.service"} {
 			uj := sd.journal(unit)
 			if i := strings.Index(uj, "WARNING: DATA RACE"); i >= 0 {
 				t.Errorf("%s: the race detector fired:\n%s", unit, uj[i:min(len(uj), i+6000)])
@@ -446,11 +595,62 @@ func TestRealSystemd(t *testing.T) {
 	})
 }
 
-// logShow logs and returns the properties the report quotes.
-func logShow(t *testing.T, sd *nsSystemd, unit, when string) map[string]string {
+// The stop timeouts of the stop tests, and the margin a stop may take
+// beyond what it should: nsenter, systemctl, a loaded machine.
+const (
+	boundStop  = 5 * time.Second
+	termStop   = 3 * time.Second
+	extendStop = 3 * time.Second
+	stopMargin = 4 * time.Second
+)
+
+// reloadProps are the properties a reload's result shows in.
+var reloadProps = []string{"Result", "ReloadResult", "ActiveState", "SubState", "MainPID", "StatusText"}
+
+// reload runs systemctl reload and returns its exit code and output.
+func (s *nsSystemd) reload(unit string) (int, string) {
+	s.t.Helper()
+	out, err := s.run("systemctl", "reload", unit)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out
+	}
+	s.t.Fatalf("systemctl reload %s: %v", unit, err)
+	return -1, out
+}
+
+// stopWithSlowRequest starts unit, upgrades it once (so that the main
+// process is a successor, as after any reload), starts one request that
+// takes d on the server, and stops the unit. It returns how long
+// `systemctl stop` took, the request's error if any, and the unit's
+// properties after the stop.
+func stopWithSlowRequest(t *testing.T, sd *nsSystemd, unit, url string, d time.Duration) (time.Duration, []error, map[string]string) {
 	t.Helper()
-	p := sd.show(unit, "MainPID", "ActiveState", "SubState", "Result", "NRestarts", "StatusText",
-		"ExecMainStatus", "NFileDescriptorStore", "ReloadResult", "NotifyAccess", "Type")
+	t.Cleanup(sd.dumpOnFailure)
+	sd.ctl("start", unit)
+	sd.ctl("reload", unit)
+	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
+	defer cancel()
+	wait, err := slowRequests(ctx, url, 1, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := sd.run("systemctl", "stop", unit)
+	took := time.Since(start)
+	if err != nil {
+		t.Logf("systemctl stop %s: %v: %s", unit, err, out)
+	}
+	errs := wait()
+	return took, errs, sd.show(unit, append(reloadProps, "ExecMainStatus", "ExecMainCode")...)
+}
+
+// logProps logs properties in a stable order.
+func logProps(t *testing.T, unit, when string, p map[string]string) {
+	t.Helper()
 	var keys []string
 	for k := range p {
 		keys = append(keys, k)
@@ -461,6 +661,14 @@ func logShow(t *testing.T, sd *nsSystemd, unit, when string) map[string]string {
 		fmt.Fprintf(&b, " %s=%q", k, p[k])
 	}
 	t.Logf("%s %s:%s", unit, when, b.String())
+}
+
+// logShow logs and returns the properties the report quotes.
+func logShow(t *testing.T, sd *nsSystemd, unit, when string) map[string]string {
+	t.Helper()
+	p := sd.show(unit, "MainPID", "ActiveState", "SubState", "Result", "NRestarts", "StatusText",
+		"ExecMainStatus", "NFileDescriptorStore", "ReloadResult", "NotifyAccess", "Type")
+	logProps(t, unit, when, p)
 	return p
 }
 

@@ -19,14 +19,15 @@ import (
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/control"
 	"github.com/moltgo/molt/drain"
 	"github.com/moltgo/molt/systemd"
 )
 
 // The "service" role is the service the real-systemd test runs: an HTTP
 // server under molt and this package, configured by its unit's
-// Environment=, upgrading on SIGHUP (systemd's ReloadSignal) and draining
-// on SIGTERM. It appends what it does to the events file in its directory,
+// Environment=, upgrading through its control socket (MOLT_SOCKET, for
+// ExecReload=molt upgrade) or on SIGHUP, and draining on SIGTERM. It appends what it does to the events file in its directory,
 // one line per write.
 const (
 	envDir     = "MOLT_SD_DIR"     // the events file and the fail-init marker live here
@@ -34,6 +35,8 @@ const (
 	envSockets = "MOLT_SD_SOCKETS" // name,... for Service.Listener (socket activation)
 	envFDStore = "MOLT_SD_FDSTORE" // "1": Options.FDStore
 	envPIDFile = "MOLT_SD_PIDFILE" // molt.Options.PIDFile
+	envExtend  = "MOLT_SD_EXTEND"  // "1": Options.ExtendStopTimeout
+	envSocket  = "MOLT_SOCKET"     // the control socket, as in the example units
 
 	failInitFile = "fail-init" // while it exists, successors fail before Ready
 )
@@ -75,7 +78,11 @@ func roleService() int {
 		return fail("%v", err)
 	}
 	defer upg.Stop()
-	svc, err := systemd.Attach(upg, systemd.Options{FDStore: os.Getenv(envFDStore) == "1", Logger: log})
+	svc, err := systemd.Attach(upg, systemd.Options{
+		FDStore:           os.Getenv(envFDStore) == "1",
+		ExtendStopTimeout: os.Getenv(envExtend) == "1",
+		Logger:            log,
+	})
 	if err != nil {
 		return fail("attach: %v", err)
 	}
@@ -106,6 +113,13 @@ func roleService() int {
 			return fail("listener: %v", err)
 		}
 		lns = append(lns, namedListener{name, ln})
+	}
+	var ctl *control.Server
+	if path := os.Getenv(envSocket); path != "" {
+		if ctl, err = control.Listen(upg, path, control.Options{Logger: log}); err != nil {
+			return fail("control: %v", err)
+		}
+		defer ctl.Close()
 	}
 	if _, err := os.Stat(filepath.Join(dir, failInitFile)); err == nil && upg.HasParent() {
 		return fail("init failed: simulated configuration error")
@@ -165,6 +179,9 @@ loop:
 	}
 	wg.Wait()
 	done()
+	if ctl != nil {
+		ctl.Close() // before Stop
+	}
 	upg.Stop()
 	upgrades.Wait()
 	svc.Close()

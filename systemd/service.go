@@ -20,8 +20,9 @@ const (
 	sendTimeout = 2 * time.Second
 	// barrierTimeout bounds the wait for systemd to process a hand-over.
 	barrierTimeout = 5 * time.Second
-	// extendBy and extendEvery: while draining, systemd's timeout is pushed
-	// extendBy ahead, every extendEvery.
+	// extendBy and extendEvery: while draining with
+	// Options.ExtendStopTimeout, systemd's timeout is pushed extendBy
+	// ahead, every extendEvery.
 	extendBy    = 30 * time.Second
 	extendEvery = 10 * time.Second
 )
@@ -43,6 +44,16 @@ type Options struct {
 	// means nothing is stored; descriptors systemd passes are still
 	// adopted.
 	FDStore bool
+
+	// ExtendStopTimeout, if set, lets a stop outlast the unit's
+	// TimeoutStopSec=: while [Service.Draining] lasts, the main process
+	// pushes systemd's stop timeout ahead (EXTEND_TIMEOUT_USEC of 30 s,
+	// every 10 s), so that only the context given to Draining bounds the
+	// drain. False, the default, sends no extension: TimeoutStopSec=
+	// bounds the stop of every generation, drain included, and systemd
+	// kills what is left when it passes. Set it only for a service whose
+	// drain deadline is its own business and is known to be bounded.
+	ExtendStopTimeout bool
 
 	// Logger receives what the Service does in the background and what
 	// goes wrong there (a notification systemd did not take, a failed
@@ -107,7 +118,8 @@ type claim struct {
 //     the successor is let go on. From then on this process sends nothing;
 //   - when it failed: READY=1 and a STATUS line with the reason; this
 //     process goes on serving;
-//   - at Stop, or [Service.Draining]: STOPPING=1.
+//   - at Stop, or [Service.Draining]: STOPPING=1 (and, only with
+//     [Options.ExtendStopTimeout], EXTEND_TIMEOUT_USEC while it drains).
 //
 // If WATCHDOG_USEC applies to this process, the main process pings the
 // watchdog at half its timeout. Attach reads, checks and removes LISTEN_PID,
@@ -117,8 +129,14 @@ type claim struct {
 //
 // Outside systemd (NOTIFY_SOCKET unset) Attach succeeds and the Service
 // sends nothing. It fails with [ErrInvalidEnv] for a malformed variable of
-// systemd's, and with [ErrTooLate] if upg is past its start. Call [Service.Close] when done
-// (after upg.Stop); it is safe to call more than once.
+// systemd's, and with [ErrTooLate] if upg is past its start. Call
+// [Service.Close] when done, after upg.Stop (so that the Service still
+// reports the stop): deferred right after Attach, it runs after an
+// upg.Stop deferred later. It is safe to call more than once.
+//
+// Attach cannot see the unit file, so it cannot warn about a unit that
+// lacks the settings package systemd relies on (ExecStop=, KillMode=,
+// TimeoutStopFailureMode=): see the package documentation for them.
 func Attach(upg *molt.Upgrader, opts Options) (*Service, error) {
 	if st := upg.State(); st != molt.StateStarting {
 		return nil, fmt.Errorf("%w (it is %s)", ErrTooLate, st)
@@ -215,16 +233,21 @@ func (s *Service) Notify(ctx context.Context, a ...Assignment) error {
 	return s.n.Notify(ctx, a...)
 }
 
-// Draining tells systemd that this process drains, and keeps systemd from
-// killing it for that while ctx lasts: if it is the main process (a stop,
-// not a hand-over to a successor), it sends STOPPING=1 unless sent already,
-// then EXTEND_TIMEOUT_USEC of 30 s every 10 s, until the returned done is
-// called, ctx ends or the Service is closed. After a hand-over it sends
-// nothing: the successor is the service now. Call done when the drain is
-// over; calling it again does nothing.
+// Draining tells systemd that this process drains. If it is the main
+// process (a stop, not a hand-over to a successor), it sends STOPPING=1
+// and STATUS=stopping: draining, unless STOPPING=1 was sent already. After
+// a hand-over it sends nothing: the successor is the service now. Call
+// done when the drain is over; calling it again does nothing.
 //
-// Bound the drain with ctx: systemd's own stop timeout (TimeoutStopSec=) no
-// longer does while the extensions come.
+// The unit's TimeoutStopSec= bounds the stop, this drain included: when it
+// passes, systemd kills every process of the unit (with
+// TimeoutStopFailureMode=kill at once, otherwise after SIGTERM and a
+// second TimeoutStopSec=), and the unit ends "failed" with Result=timeout
+// and this STATUS line. Give ctx a deadline below TimeoutStopSec= so that
+// the drain ends by itself. With [Options.ExtendStopTimeout] the main
+// process instead extends systemd's timeout (EXTEND_TIMEOUT_USEC of 30 s
+// every 10 s) until done is called, ctx ends or the Service is closed:
+// then ctx alone bounds the drain.
 func (s *Service) Draining(ctx context.Context) (done func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -233,12 +256,18 @@ func (s *Service) Draining(ctx context.Context) (done func()) {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
-	as := []Assignment{ExtendTimeout(extendBy)}
+	var as []Assignment
 	if !s.stopping {
 		s.stopping = true
-		as = append([]Assignment{Stopping, Status("stopping: draining")}, as...)
+		as = append(as, Stopping, Status("stopping: draining"))
 	}
-	s.notifyLocked(sctx, "draining", as...)
+	if !s.opts.ExtendStopTimeout {
+		if len(as) > 0 {
+			s.notifyLocked(sctx, "draining", as...)
+		}
+		return func() {}
+	}
+	s.notifyLocked(sctx, "draining", append(as, ExtendTimeout(extendBy))...)
 	x := &extender{stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.extend(ctx, x)

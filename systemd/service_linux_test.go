@@ -239,12 +239,77 @@ func TestAttachUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopping, _ := fake.nextMatching("STOPPING=1")
-	if stopping.pid != succ || !stopping.has("EXTEND_TIMEOUT_USEC=") {
-		t.Errorf("stopping: %v, want STOPPING=1 and EXTEND_TIMEOUT_USEC from %d", stopping, succ)
+	if stopping.pid != succ || stopping.has("EXTEND_TIMEOUT_USEC=") {
+		t.Errorf("stopping: %v, want STOPPING=1 from %d and no EXTEND_TIMEOUT_USEC (not asked for)", stopping, succ)
 	}
 	waitGone(t, succ)
 	if got := fake.storedFiles(); len(got) != 1 {
 		t.Errorf("%d descriptors stored, want 1 (the successor inherited the socket and stores nothing)", len(got))
+	}
+}
+
+// TestDrainingStopTimeout: by default Draining sends STOPPING=1 and no
+// extension, so that TimeoutStopSec= bounds the stop; with
+// Options.ExtendStopTimeout it extends the timeout until done.
+func TestDrainingStopTimeout(t *testing.T) {
+	for _, extend := range []bool{false, true} {
+		t.Run(fmt.Sprintf("extend=%t", extend), func(t *testing.T) {
+			checkGoroutines(t)
+			fake := newFakeSystemd(t, true)
+			self := os.Getpid()
+			upg, err := molt.New(molt.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer upg.Stop()
+			svc, err := systemd.Attach(upg, systemd.Options{ExtendStopTimeout: extend})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.Close()
+			if err := upg.Ready(); err != nil {
+				t.Fatal(err)
+			}
+			if ready, _ := fake.nextMatching("READY=1"); ready.pid != self {
+				t.Fatalf("ready: %v", ready)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			done := svc.Draining(ctx)
+			stopping := fake.next()
+			if stopping.pid != self || !stopping.has("STOPPING=1", "STATUS=stopping: draining") {
+				t.Errorf("draining: %v, want STOPPING=1 and the status from %d", stopping, self)
+			}
+			if got := stopping.has("EXTEND_TIMEOUT_USEC=30000000"); got != extend {
+				t.Errorf("draining: %v; EXTEND_TIMEOUT_USEC=30000000 sent: %t, want %t", stopping, got, extend)
+			}
+			if !extend && stopping.has("EXTEND_TIMEOUT_USEC=") {
+				t.Errorf("draining: %v, want no extension by default", stopping)
+			}
+			// A second call sends no second STOPPING=1; with the option,
+			// only the extension.
+			done2 := svc.Draining(ctx)
+			done()
+			done()
+			done2()
+			upg.Stop()
+			n, err := systemd.NewNotifier()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Barrier(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				m := fake.next()
+				if m.has("BARRIER=1") {
+					break
+				}
+				if m.has("STOPPING=1") || !extend && m.has("EXTEND_TIMEOUT_USEC=") {
+					t.Errorf("after the first Draining: %v", m)
+				}
+			}
+		})
 	}
 }
 
