@@ -128,7 +128,7 @@ func runGeneration(system string) int {
 		prof = startCPUProfile(profileDir, system, n, "successor")
 	}
 	m := newMarks()
-	m.at[markEntered] = entered
+	m.set(markEntered, entered)
 	m.acceptFirst = gen > 1 // the driver dials before every upgrade
 	g, err := start(listenAddrs(n), m)
 	if err != nil {
@@ -140,7 +140,7 @@ func runGeneration(system string) int {
 		return fail("ready: %v", err)
 	}
 	m.note(markReady)
-	fmt.Printf("ready %d %d %d %d\n", pid, gen, m.at[markReady], entered)
+	fmt.Printf("ready %d %d %d %d\n", pid, gen, m.get(markReady), entered)
 	prof.stop()
 	if gen > 1 {
 		m.awaitAccept(upgradeTimeout)
@@ -166,7 +166,7 @@ func runGeneration(system string) int {
 	prof = startCPUProfile(profileDir, system, n, "upgrade")
 	um := newMarks()
 	um.note(markStart)
-	begin := um.at[markStart]
+	begin := um.get(markStart)
 	err = g.upgrade(um)
 	end := now()
 	prof.stop()

@@ -56,6 +56,20 @@ func (m *marks) note(name string) {
 	m.mu.Unlock()
 }
 
+// set records name at t.
+func (m *marks) set(name string, t int64) {
+	m.mu.Lock()
+	m.at[name] = t
+	m.mu.Unlock()
+}
+
+// get returns the moment noted for name.
+func (m *marks) get(name string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.at[name]
+}
+
 // line is the report: "marks PID name=t name=t …".
 func (m *marks) line(pid int) string {
 	m.mu.Lock()
