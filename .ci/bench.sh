@@ -3,11 +3,14 @@
 # module, then
 #  1. the side-by-side comparison, shortened to about 30 s: molt, tableflip,
 #     a naive restart and an SO_REUSEPORT overlap, 5 upgrades each under 16
-#     clients of each HTTP/1.1 kind; fails if any request to molt failed,
-#     any upgrade failed or any process was left behind (the other systems'
+#     clients of each HTTP/1.1 kind and 16 streams of each counting HTTP/2
+#     kind (h2count, h2c and TLS, which never resends a stream); fails if
+#     any request or stream to molt failed, molt refused a connection, any
+#     upgrade failed or any process was left behind (the other systems'
 #     failed requests are what the comparison measures);
-#  2. the molt-only drain benchmark with every kind of client, HTTP/2 and
-#     streams included (about 15 s), failing on any failed request;
+#  2. the molt-only drain benchmark with every kind of client, Go's HTTP/2
+#     client, the counting HTTP/2 clients and streams included (about
+#     15 s), failing on any failed request;
 #  3. the soak, shortened to 50 upgrades (and 25 failed ones) under load
 #     (about 10 s): fails on any failed request, or if the serving
 #     process's descriptors, goroutines or RSS do not return to baseline;

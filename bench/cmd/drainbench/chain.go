@@ -52,21 +52,30 @@ type upgradeResult struct {
 }
 
 // startChain starts generation 1 of sys and waits until it is ready.
-func startChain(ctx context.Context, r *reap.Reaper, sys system) (*chain, error) {
+// tlsEnv, if not empty, gives the servers a certificate (serverTLS's env):
+// they serve TLS on a second listener too.
+func startChain(ctx context.Context, r *reap.Reaper, sys system, tlsEnv []string) (*chain, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	c := &chain{sys: sys, reaper: r, events: eventlog.New(eventName), out: pw}
 	c.env = append(os.Environ(), envRole+"=server", envSystem+"="+sys.name)
+	c.env = append(c.env, tlsEnv...)
 	if sys.fixedAddr {
-		addr, err := freeAddr()
-		if err != nil {
-			pr.Close()
-			pw.Close()
-			return nil, err
+		fixed := []string{envAddr}
+		if len(tlsEnv) > 0 {
+			fixed = append(fixed, envTLSAddr)
 		}
-		c.env = append(c.env, envAddr+"="+addr)
+		for _, name := range fixed {
+			addr, err := freeAddr()
+			if err != nil {
+				pr.Close()
+				pw.Close()
+				return nil, err
+			}
+			c.env = append(c.env, name+"="+addr)
+		}
 	}
 	go c.events.Read(pr)
 	pid, err := c.startProcess(1)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moltgo/molt/bench/internal/h2count"
 	"github.com/moltgo/molt/bench/internal/requests"
 )
 
@@ -34,14 +36,27 @@ type kind struct {
 	timeout time.Duration
 	client  *http.Client
 	do      func(ctx context.Context, c *http.Client, base string) error
+
+	// counting: the kind is h2count's client, not Go's (client and do
+	// are nil): h2c, or TLS (overTLS) verifying the server with tls;
+	// counts is what it saw, once run's workers have returned.
+	counting bool
+	overTLS  bool
+	tls      *tls.Config
+	counts   h2count.Counts
 }
 
 // kindIDs are the -kinds names of every kind, in the order of the report.
-var kindIDs = []string{"get", "post", "close", "h2", "stream"}
+var kindIDs = []string{"get", "post", "close", "h2", "h2raw", "h2tls", "stream"}
+
+// serverAddrs are the addresses of the server under test: HTTP/1.1 and
+// h2c, and HTTP/2 over TLS ("" if it has no TLS listener).
+type serverAddrs struct{ plain, tls string }
 
 // clientKinds returns the kinds of the benchmark named in ids that have
-// workers (-streams 0 leaves the streaming kind out).
-func clientKinds(clients, streams int, ids []string) []*kind {
+// workers (-streams 0 leaves the streaming kind out); the TLS kind
+// verifies the server with tlsClient.
+func clientKinds(clients, streams int, ids []string, tlsClient *tls.Config) []*kind {
 	keepAlive := func(n int) *http.Client {
 		return &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        2 * n,
@@ -70,6 +85,17 @@ func clientKinds(clients, streams int, ids []string) []*kind {
 			note: "h2c with prior knowledge, all streams multiplexed by one Transport; 1 KB rewindable body (Go resends a request the server refused with GOAWAY)",
 		},
 		{
+			id: "h2raw", name: "HTTP/2 (h2c) GET, counting", workers: clients, timeout: requestTimeout, counting: true,
+			note: fmt.Sprintf("h2count, our own HTTP/2 client (golang.org/x/net/http2's Framer), h2c with prior knowledge, GET / on %s; it never resends a stream: "+
+				"one above a GOAWAY's last stream id, reset, answered with a non-2xx status, on a connection that closed, or without a response in %v is a failure; "+
+				"after a GOAWAY it opens no more streams on that connection, waits for the ones let through, and dials again (a failed dial is counted apart, as no stream was sent)",
+				h2ShapeText(clients), requestTimeout),
+		},
+		{
+			id: "h2tls", name: "HTTP/2 (TLS) GET, counting", workers: clients, timeout: requestTimeout, counting: true, overTLS: true, tls: tlsClient,
+			note: fmt.Sprintf("h2count as in the h2c kind, over TLS (ALPN h2, the certificate verified) on the server's second listener, GET / on %s", h2ShapeText(clients)),
+		},
+		{
 			id: "stream", name: "streaming (~2 s)", workers: streams, long: true, timeout: streamTimeout, client: keepAlive(streams), do: getStream,
 			note: "HTTP/1.1 keep-alive, back-to-back GET /stream (20 chunks, 100 ms apart), whole body checked",
 		},
@@ -87,7 +113,12 @@ func clientKinds(clients, streams int, ids []string) []*kind {
 // closed, maxPerWorker requests were sent or hardEnd passed, and records
 // them in rec as kind i. Requests already sent when stop is closed finish
 // (within their timeout); ctx ends them at once.
-func (k *kind) run(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}, hardEnd time.Time, base string, rec *recorder, i int) {
+func (k *kind) run(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}, hardEnd time.Time, srv serverAddrs, rec *recorder, i int) {
+	if k.counting {
+		k.runCounting(ctx, wg, stop, hardEnd, srv, rec, i)
+		return
+	}
+	base := "http://" + srv.plain
 	for range k.workers {
 		wg.Go(func() {
 			for range maxPerWorker {

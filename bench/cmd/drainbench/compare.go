@@ -97,6 +97,7 @@ func (r *report) comparison(b *strings.Builder) {
 			dip(f.rateAround, f.rateSteady), dip(f.worstRate, f.rateSteady),
 			ms(f.p99Steady), ms(f.p99Around), ratio(f.p99Around, f.p99Steady))
 	}
+	r.countingCauses(b)
 	m, ok := figs["molt"]
 	if !ok {
 		return
@@ -124,4 +125,29 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, max(0, int(math.Ceil(q*float64(len(s))))-1))]
+}
+
+// countingCauses renders the failures of the counting HTTP/2 clients of
+// every system by cause, and their dial errors.
+func (r *report) countingCauses(b *strings.Builder) {
+	var lines []string
+	for _, l := range r.loads {
+		if l.rec == nil {
+			continue
+		}
+		var parts []string
+		for _, k := range l.kinds {
+			if k.counting {
+				parts = append(parts, fmt.Sprintf("%s: %d of %d streams failed (%s), %d aborted at the stop, %d dial errors",
+					k.id, k.counts.Failed(), k.counts.Sent, k.counts.Causes(), k.counts.Aborted(), k.counts.DialErrors()))
+			}
+		}
+		if len(parts) > 0 {
+			lines = append(lines, fmt.Sprintf("- %s: %s\n", l.sys.name, strings.Join(parts, "; ")))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nHTTP/2 streams of the counting clients (h2count, which never resends a stream), failures by cause:\n\n%s", strings.Join(lines, ""))
 }

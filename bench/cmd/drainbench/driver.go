@@ -57,6 +57,12 @@ func runDriver(cfg config) int {
 	defer watchdog.Stop()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	st, err := newServerTLS()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drainbench: the servers' certificate: %v\n", err)
+		return 1
+	}
+	defer st.close()
 	rep := report{cfg: cfg, machine: mach}
 	for _, sys := range cfg.systems {
 		if ctx.Err() != nil {
@@ -64,7 +70,7 @@ func runDriver(cfg config) int {
 		}
 		fmt.Printf("drainbench: load phase (%s): %d upgrades every %v, %d clients of each kind (%s), %d streams (about %v)\n",
 			sys.name, cfg.upgrades, cfg.interval, cfg.clients, strings.Join(cfg.kinds, ", "), cfg.streams, cfg.plannedLoad().Round(time.Second))
-		rep.loads = append(rep.loads, runLoad(ctx, cfg, r, sys))
+		rep.loads = append(rep.loads, runLoad(ctx, cfg, r, sys, st))
 	}
 	if cfg.wrk && ctx.Err() == nil {
 		rep.wrk = runWrkPhase(ctx, cfg, r)
@@ -94,14 +100,16 @@ func runDriver(cfg config) int {
 // runLoad runs the load phase of one system: a chain under load from
 // every kind of client, -steady without upgrades, the upgrades, -steady
 // again.
-func runLoad(ctx context.Context, cfg config, r *reap.Reaper, sys system) *loadResult {
-	lr := &loadResult{sys: sys, kinds: clientKinds(cfg.clients, cfg.streams, cfg.kinds)}
-	ch, err := startChain(ctx, r, sys)
+func runLoad(ctx context.Context, cfg config, r *reap.Reaper, sys system, st *serverTLS) *loadResult {
+	lr := &loadResult{sys: sys, kinds: clientKinds(cfg.clients, cfg.streams, cfg.kinds, st.client)}
+	ch, err := startChain(ctx, r, sys, st.env)
 	if err != nil {
 		lr.problems = append(lr.problems, err.Error())
 		return lr
 	}
-	base := "http://" + ch.cur.Addr
+	// Every system keeps its addresses across upgrades: inherited, or
+	// fixed by the driver.
+	srv := serverAddrs{plain: ch.cur.Addr, tls: ch.cur.TLSAddr}
 
 	t0 := time.Now()
 	hardEnd := t0.Add(cfg.duration)
@@ -111,7 +119,7 @@ func runLoad(ctx context.Context, cfg config, r *reap.Reaper, sys system) *loadR
 	for i, k := range lr.kinds {
 		// ctx, not a context that stopLoad ends: a request in flight at
 		// the end finishes and counts.
-		k.run(ctx, &clients, stopLoad, hardEnd, base, lr.rec, i)
+		k.run(ctx, &clients, stopLoad, hardEnd, srv, lr.rec, i)
 	}
 	classified := make(chan struct{})
 	go func() {
@@ -163,7 +171,9 @@ func runLoad(ctx context.Context, cfg config, r *reap.Reaper, sys system) *loadR
 	close(classified)
 	lr.rec.finish()
 	for _, k := range lr.kinds {
-		k.client.CloseIdleConnections()
+		if k.client != nil {
+			k.client.CloseIdleConnections()
+		}
 	}
 	lr.end = ch.stop()
 	lr.oldExits = ch.oldExits(lr.upgrades)

@@ -4,15 +4,18 @@
 // One binary plays two roles. As the server (environment variable
 // DRAINBENCH_ROLE=server, set by the driver only) it is a molt service:
 // an HTTP/1.1 and h2c server on a loopback port inherited across upgrades,
-// drained with molt/drain, which upgrades itself on SIGHUP, stops on SIGTERM
-// and prints one JSON line per event on standard output. Its handlers are
+// and an HTTP/2 and HTTP/1.1 server over TLS on a second one (with the
+// self-signed certificate whose PEM files the driver names in
+// DRAINBENCH_TLS_CERT and DRAINBENCH_TLS_KEY), drained with molt/drain,
+// which upgrades itself on SIGHUP, stops on SIGTERM and prints one JSON
+// line per event on standard output. Its handlers are
 // GET / (a tiny body), POST /echo (replies with the length of the body it
 // read) and GET /stream (about 2 s: a chunk every 100 ms); anything else is
 // answered 400 with the method and path the server read, which shows a
 // request parsed from the wrong place in the byte stream.
 //
 // As the driver (the default) it starts generation 1, puts it under load
-// from five kinds of clients at once, and sends the serving generation
+// from seven kinds of clients at once, and sends the serving generation
 // SIGHUP at a fixed interval:
 //
 //	keep-alive GET     -clients goroutines sharing one keep-alive Transport
@@ -20,6 +23,15 @@
 //	                   so Go's Transport never retries a request
 //	Connection: close  -clients goroutines, a new connection per request
 //	HTTP/2 (h2c) POST  -clients goroutines multiplexed on h2c connections
+//	                   by Go's Transport (which resends refused streams)
+//	h2raw              -clients concurrent streams of GET / from our own
+//	                   HTTP/2 client (bench/internal/h2count), h2c: it never
+//	                   resends a stream and counts every one it sent, with
+//	                   the cause of each failure (a stream above a GOAWAY's
+//	                   last stream id, a reset, a non-2xx status, a closed
+//	                   connection, a timeout); a failed dial is counted
+//	                   apart, as no stream was lost on it
+//	h2tls              the same over TLS, on the server's second listener
 //	streaming          -streams goroutines, back-to-back 2 s responses whose
 //	                   whole body is checked
 //
@@ -50,8 +62,13 @@
 // and p99 latency around upgrades against steady state. -chart draws the
 // successful requests per 100 ms of every system over time, with the
 // upgrades marked (PNG or SVG, with gonum/plot). -compare stands for the
-// side-by-side run of every system (about four minutes). Only a failed
-// request to molt fails the run; the others' failures are what is measured.
+// side-by-side run of every system (about four minutes), with the
+// HTTP/1.1 kinds and the two counting HTTP/2 kinds. Every system serves
+// the TLS listener too: tableflip through a second upg.Listen ("tcp4", so
+// that its name differs from the first's), the naive and SO_REUSEPORT
+// servers on a second fixed address. Only a failed request to molt (or a
+// connection molt refused to a counting client) fails the run; the
+// others' failures are what is measured.
 //
 // With -wrk and wrk(1) installed, it then runs wrk against a fresh molt
 // server, keep-alive and with "Connection: close", while upgrading it every
@@ -107,10 +124,11 @@ type config struct {
 
 // comparePreset are the flag values -compare stands for, unless set
 // explicitly: every system, the three HTTP/1.1 kinds every server speaks
-// the same way, 50 upgrades a second apart (about 4 minutes in all).
+// the same way and the two counting HTTP/2 kinds (which never resend a
+// stream), 50 upgrades a second apart (about 4 minutes in all).
 var comparePreset = [][2]string{
 	{"systems", "molt,tableflip,naive,reuseport"},
-	{"kinds", "get,post,close"},
+	{"kinds", "get,post,close,h2raw,h2tls"},
 	{"streams", "0"},
 	{"upgrades", "50"},
 	{"interval", "1s"},
@@ -129,10 +147,10 @@ func main() {
 	var compare bool
 	flag.BoolVar(&compare, "compare", false, "compare every system: stands for "+presetText()+" (flags given explicitly win)")
 	flag.StringVar(&systemList, "systems", "molt", "the systems to measure one after the other, separated by commas: "+systemNames())
-	flag.StringVar(&kindList, "kinds", strings.Join(kindIDs, ","), "the kinds of clients, separated by commas: get (keep-alive GET), post (keep-alive POST, no retry), close (Connection: close), h2 (h2c POST), stream (~2 s streaming GET)")
+	flag.StringVar(&kindList, "kinds", strings.Join(kindIDs, ","), "the kinds of clients, separated by commas: get (keep-alive GET), post (keep-alive POST, no retry), close (Connection: close), h2 (h2c POST, Go's client), h2raw (h2c GET, counting client that never resends), h2tls (HTTP/2 over TLS GET, counting client), stream (~2 s streaming GET)")
 	flag.StringVar(&cfg.chart, "chart", "", "draw successful requests per 100 ms of every system, with the upgrades, into this PNG or SVG file")
 	flag.IntVar(&cfg.upgrades, "upgrades", 100, "number of upgrades")
-	flag.IntVar(&cfg.clients, "clients", 64, "concurrent clients of each kind (keep-alive GET, keep-alive POST, Connection: close, HTTP/2)")
+	flag.IntVar(&cfg.clients, "clients", 64, "concurrent clients of each kind (keep-alive GET, keep-alive POST, Connection: close, HTTP/2; for the counting HTTP/2 kinds: concurrent streams, over up to 8 connections)")
 	flag.IntVar(&cfg.streams, "streams", 10, "concurrent clients of long (~2 s) streaming responses")
 	flag.DurationVar(&cfg.interval, "interval", 500*time.Millisecond, "time between two upgrades")
 	flag.DurationVar(&cfg.steady, "steady", 5*time.Second, "load without upgrades before the first and after the last upgrade")

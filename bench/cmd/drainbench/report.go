@@ -102,8 +102,13 @@ func (r *report) passed() bool {
 		if !l.ran(r.cfg.upgrades) {
 			return false
 		}
-		for i := range l.kinds {
+		for i, k := range l.kinds {
 			if f := l.figures(i); f.requests == 0 || (f.failed > 0 && l.sys.name == "molt") {
+				return false
+			}
+			// A connection molt refused is a failure too, although the
+			// counting client sent no stream on it.
+			if k.counting && k.counts.DialErrors() > 0 && l.sys.name == "molt" {
 				return false
 			}
 		}
@@ -219,6 +224,23 @@ func failures(b *strings.Builder, l *loadResult, h string) {
 	}
 	if !anyFailed {
 		p("None.\n")
+	}
+	countingKinds(b, l)
+}
+
+// countingKinds renders what the counting HTTP/2 clients saw: every
+// stream sent, and how each ended.
+func countingKinds(b *strings.Builder, l *loadResult) {
+	first := true
+	for _, k := range l.kinds {
+		if !k.counting {
+			continue
+		}
+		if first {
+			fmt.Fprintf(b, "\nThe counting HTTP/2 clients (h2count) account for every stream they sent: answered, failed by cause, or aborted when the load stopped (still open %v after it; not failures). A dial error sent no stream: it is not a failed request.\n\n", h2StopGrace)
+			first = false
+		}
+		fmt.Fprintf(b, "- **%s**: %s\n", k.name, countingSummary(k.counts))
 	}
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -48,6 +50,7 @@ type serverEvent struct {
 	Gen     uint64 `json:"gen"`
 	UnixNS  int64  `json:"t"`
 	Addr    string `json:"addr,omitempty"`     // ready
+	TLSAddr string `json:"tls_addr,omitempty"` // ready: HTTP/2 over TLS, if the driver gave a certificate
 	OK      bool   `json:"ok,omitempty"`       // upgrade
 	Err     string `json:"err,omitempty"`      // upgrade, exit (the drain's error), error
 	TookUS  int64  `json:"took_us,omitempty"`  // upgrade: the Upgrade call
@@ -123,17 +126,25 @@ func fail(err error) int {
 }
 
 // newHTTPServer returns the HTTP server every system serves with: the
-// same handlers, HTTP/1.1 and h2c, the same timeouts.
-func newHTTPServer() *http.Server {
+// same handlers, HTTP/1.1 and h2c, the same timeouts; and, if the driver
+// gave a certificate (serverTLSConfig), HTTP/2 and HTTP/1.1 over TLS with
+// it in TLSConfig, for a second listener.
+func newHTTPServer() (*http.Server, error) {
+	tlsConfig, err := serverTLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	srv := &http.Server{
 		Handler:           serverMux(),
 		Protocols:         new(http.Protocols),
 		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         tlsConfig,
 		ErrorLog:          log.New(os.Stderr, fmt.Sprintf("drainbench server (pid %d): ", os.Getpid()), 0),
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	return srv
+	srv.Protocols.SetHTTP2(tlsConfig != nil)
+	return srv, nil
 }
 
 // runMoltServer plays one generation of a molt service.
@@ -153,14 +164,33 @@ func runMoltServer() int {
 	if err != nil {
 		return fail(err)
 	}
-	ds := drain.NewHTTPServer(newHTTPServer())
-	served := make(chan error, 1)
+	srv, err := newHTTPServer()
+	if err != nil {
+		return fail(err)
+	}
+	ready := serverEvent{Event: "ready", Addr: ln.Addr().String()}
+	// The TLS listener is the second one: molt matches two listeners on
+	// ":0" in the order they were created.
+	var tlsLn net.Listener
+	if srv.TLSConfig != nil {
+		if tlsLn, err = upg.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fail(err)
+		}
+		ready.TLSAddr = tlsLn.Addr().String()
+	}
+	ds := drain.NewHTTPServer(srv)
+	served := make(chan error, 2)
 	go func() { served <- ds.Serve(ln) }()
+	if tlsLn != nil {
+		// drain serves TLS through tls.NewListener (see NewHTTPServer).
+		go func() { served <- ds.Serve(tls.NewListener(tlsLn, srv.TLSConfig)) }()
+	}
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
 	}
 	gen := upg.Generation()
-	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
+	ready.Gen = gen
+	emit(ready)
 
 	end := generation.Run(upg, ds, sigs, served, upgrade, serverDrainTimeout)
 	e := serverEvent{Event: "exit", Gen: gen, Reason: end.Reason, DrainUS: max(1, end.Drain.Microseconds())}

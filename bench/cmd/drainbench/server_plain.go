@@ -32,13 +32,36 @@ func runPlainServer(reusePort bool) int {
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
 	}
-	server := newHTTPServer()
-	go func() {
-		if err := server.Serve(ln); err != http.ErrServerClosed {
+	server, err := newHTTPServer()
+	if err != nil {
+		return fail(err)
+	}
+	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
+	serve := func(ln net.Listener, tls bool) {
+		var err error
+		if tls {
+			err = server.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+		} else {
+			err = server.Serve(ln)
+		}
+		if err != http.ErrServerClosed {
 			fmt.Fprintf(os.Stderr, "drainbench plain server (pid %d): %v\n", os.Getpid(), err)
 		}
-	}()
-	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
+	}
+	if server.TLSConfig != nil {
+		tlsAddr := os.Getenv(envTLSAddr)
+		if tlsAddr == "" {
+			return fail(fmt.Errorf("%s is not set", envTLSAddr))
+		}
+		tlsLn, err := lc.Listen(context.Background(), "tcp", tlsAddr)
+		if err != nil {
+			return fail(fmt.Errorf("listen (TLS): %w", err))
+		}
+		ready.TLSAddr = tlsLn.Addr().String()
+		go serve(tlsLn, true)
+	}
+	go serve(ln, false)
+	emit(ready)
 
 	s := <-terminate
 	ctx, cancel := context.WithTimeout(context.Background(), serverDrainTimeout)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -54,16 +55,37 @@ func runTableflipServer() int {
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
 	}
-	server := newHTTPServer()
-	go func() {
-		if err := server.Serve(ln); err != http.ErrServerClosed {
+	server, err := newHTTPServer()
+	if err != nil {
+		return fail(err)
+	}
+	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
+	serve := func(ln net.Listener, tls bool) {
+		var err error
+		if tls {
+			err = server.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+		} else {
+			err = server.Serve(ln)
+		}
+		if err != http.ErrServerClosed {
 			fmt.Fprintf(os.Stderr, "drainbench tableflip server (pid %d): %v\n", os.Getpid(), err)
 		}
-	}()
+	}
+	if server.TLSConfig != nil {
+		// tableflip names an inherited listener by network and address:
+		// "tcp4" keeps this one apart from the first.
+		tlsLn, err := upg.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return fail(fmt.Errorf("listen (TLS): %w", err))
+		}
+		ready.TLSAddr = tlsLn.Addr().String()
+		go serve(tlsLn, true)
+	}
+	go serve(ln, false)
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
 	}
-	emit(serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()})
+	emit(ready)
 
 	reason := "upgraded"
 	select {

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/moltgo/molt/bench/internal/h2count"
 )
 
 const (
@@ -110,8 +112,11 @@ func (r *recorder) add(k int, start time.Time, lat time.Duration, retries int, e
 	}
 	if len(ks.errs) < maxErrTexts {
 		e := &errText{text: text, count: 1, first: off, last: off}
-		if re, ok := err.(*requestError); ok {
+		switch re := err.(type) {
+		case *requestError:
 			e.detail = re.detail()
+		case *h2count.Failure:
+			e.detail = normalizeErr(re.Detail)
 		}
 		ks.errs = append(ks.errs, e)
 	} else {
