@@ -24,6 +24,9 @@ const (
 	// stopWait bounds the stop of a chain: the last generation's drain
 	// (serverDrainTimeout) and every older one still draining.
 	stopWait = serverDrainTimeout + 5*time.Second
+	// acceptWait bounds the wait for a successor's first accept after its
+	// ready event (the wrk phase's server has no load before wrk starts).
+	acceptWait = 2 * time.Second
 	// killGrace is how long killed processes get to be reaped.
 	killGrace = 5 * time.Second
 )
@@ -48,7 +51,11 @@ type upgradeResult struct {
 	fromPID int           // its PID
 	trigger time.Time     // SIGHUP sent (or, for the systems the driver replaces, the replacement began)
 	handoff time.Duration // trigger → the successor's Ready returned (its ready event)
-	err     string        // why it failed
+	// firstAccept is trigger → the successor accepted its first connection
+	// (its accept event), which may come before its Ready returned; 0 if
+	// it was not seen.
+	firstAccept time.Duration
+	err         string // why it failed
 }
 
 // startChain starts generation 1 of sys and waits until it is ready.
@@ -193,6 +200,13 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 		res.handoff = time.Unix(0, e.UnixNS).Sub(res.trigger)
 		c.cur = e
 		c.old = from.PID
+		// Under load the first accept follows at once; wait briefly.
+		actx, acancel := context.WithTimeout(ctx, acceptWait)
+		a, _, aerr := c.events.Wait(actx, 0, func(a serverEvent) bool { return a.Event == "accept" && a.PID == e.PID })
+		acancel()
+		if aerr == nil {
+			res.firstAccept = time.Unix(0, a.UnixNS).Sub(res.trigger)
+		}
 	case e.Event == "error":
 		res.err = fmt.Sprintf("pid %d: %s", e.PID, e.Err)
 	default:

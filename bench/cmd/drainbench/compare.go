@@ -15,7 +15,8 @@ type systemFigures struct {
 	failedByKind         []int64 // in the order of the kinds
 	upgrades             int     // upgrades that succeeded
 	handoffs             []time.Duration
-	rateSteady           float64 // successful requests per second
+	firstAccepts         []time.Duration // trigger → the successor's first accept, where seen
+	rateSteady           float64         // successful requests per second
 	rateAround           float64
 	worstRate            float64 // the lowest rate in the window of a single upgrade
 	steady, around       hist    // latencies of successful requests
@@ -30,6 +31,9 @@ func (l *loadResult) combined() systemFigures {
 		if u.err == "" {
 			f.upgrades++
 			f.handoffs = append(f.handoffs, u.handoff)
+			if u.firstAccept > 0 {
+				f.firstAccepts = append(f.firstAccepts, u.firstAccept)
+			}
 		}
 	}
 	for i, k := range l.kinds {
@@ -70,19 +74,19 @@ func (r *report) comparison(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("\n### Side by side\n\n")
 	p("The same server (handlers, HTTP settings) and the same load, one system after the other. ")
-	p("Failed = requests that got an error or a wrong answer; hand-off = trigger → the new process ready; ")
+	p("Failed = requests that got an error or a wrong answer; hand-off = trigger → the new process ready; first accept = trigger → the new process accepted its first connection (when it starts serving; it may come before ready); ")
 	p("old process exited = trigger → the replaced process's exit; dip = 1 − (requests/s within ±%v of an upgrade) / (requests/s without upgrades), all kinds together; worst = the same for the single upgrade whose 1 s window had the fewest; p99 = latency of successful requests.\n\n", aroundHalf)
 	var kindNames []string
 	for _, k := range r.loads[0].kinds {
 		kindNames = append(kindNames, k.name)
 	}
-	p("| system | requests | failed | failed per upgrade | failed by kind (%s) | hand-off p50 | hand-off p99 | old process exited p50 | dip | worst upgrade dip | p99 steady | p99 around | p99 around/steady |\n",
+	p("| system | requests | failed | failed per upgrade | failed by kind (%s) | hand-off p50 | hand-off p99 | first accept p50 | first accept p99 | old process exited p50 | dip | worst upgrade dip | p99 steady | p99 around | p99 around/steady |\n",
 		strings.Join(kindNames, " / "))
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	figs := map[string]systemFigures{}
 	for _, l := range r.loads {
 		if l.rec == nil {
-			p("| %s | did not run | | | | | | | | | | | |\n", l.sys.name)
+			p("| %s | did not run | | | | | | | | | | | | | |\n", l.sys.name)
 			continue
 		}
 		f := l.combined()
@@ -91,9 +95,10 @@ func (r *report) comparison(b *strings.Builder) {
 		for _, n := range f.failedByKind {
 			byKind = append(byKind, fmt.Sprint(n))
 		}
-		p("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		p("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			l.sys.name, f.requests, f.failed, perUpgrade(f.failed, f.upgrades), strings.Join(byKind, " / "),
-			ms(quantile(f.handoffs, 0.5)), ms(quantile(f.handoffs, 0.99)), ms(quantile(l.oldExits, 0.5)),
+			ms(quantile(f.handoffs, 0.5)), ms(quantile(f.handoffs, 0.99)),
+			ms(quantile(f.firstAccepts, 0.5)), ms(quantile(f.firstAccepts, 0.99)), ms(quantile(l.oldExits, 0.5)),
 			dip(f.rateAround, f.rateSteady), dip(f.worstRate, f.rateSteady),
 			ms(f.p99Steady), ms(f.p99Around), ratio(f.p99Around, f.p99Steady))
 	}
@@ -108,9 +113,11 @@ func (r *report) comparison(b *strings.Builder) {
 		if !ok || l.sys.name == "molt" {
 			continue
 		}
-		p("- molt vs %s: %d vs %d failed requests; hand-off p50 %s vs %s (molt/%s = %s)\n",
+		p("- molt vs %s: %d vs %d failed requests; hand-off p50 %s vs %s (molt/%s = %s), p99 %s vs %s; first accept p50 %s vs %s\n",
 			l.sys.name, m.failed, o.failed, ms(quantile(m.handoffs, 0.5)), ms(quantile(o.handoffs, 0.5)),
-			l.sys.name, ratio(quantile(m.handoffs, 0.5), quantile(o.handoffs, 0.5)))
+			l.sys.name, ratio(quantile(m.handoffs, 0.5), quantile(o.handoffs, 0.5)),
+			ms(quantile(m.handoffs, 0.99)), ms(quantile(o.handoffs, 0.99)),
+			ms(quantile(m.firstAccepts, 0.5)), ms(quantile(o.firstAccepts, 0.5)))
 	}
 	if r.cfg.chart != "" {
 		p("\n![successful requests per 100 ms, every system](%s)\n", r.cfg.chart)

@@ -267,7 +267,7 @@ func when(t time.Duration, triggers []time.Duration) string {
 func (r *report) upgradeFigures(b *strings.Builder, l *loadResult, h string) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("\n#### %sUpgrades (load phase)\n\n", h)
-	var handoffs []time.Duration
+	var handoffs, firstAccepts []time.Duration
 	var failed []string
 	for _, u := range l.upgrades {
 		if u.err != "" {
@@ -275,12 +275,16 @@ func (r *report) upgradeFigures(b *strings.Builder, l *loadResult, h string) {
 			continue
 		}
 		handoffs = append(handoffs, u.handoff)
+		if u.firstAccept > 0 {
+			firstAccepts = append(firstAccepts, u.firstAccept)
+		}
 	}
 	p("- upgrades: %d asked, %d ran, %d succeeded\n", r.cfg.upgrades, len(l.upgrades), len(handoffs))
 	for _, f := range failed {
 		p("  - **failed** %s\n", f)
 	}
 	p("- hand-off, %s → the new process ready (exec and start-up included): %s\n", l.sys.trigger(), spread(handoffs))
+	p("- first accept, %s → the new process accepted its first connection: %s\n", l.sys.trigger(), spread(firstAccepts))
 	p("- the replaced process exited, after the trigger: %s\n", spread(l.oldExits))
 	if l.sys.selfUpgrade {
 		p("- Upgrade() call in the old generation (start of the successor → its readiness confirmed): %s\n", spread(l.end.calls))

@@ -45,7 +45,7 @@ var streamBody = func() string {
 // nanoseconds of the server's wall clock (the driver runs on the same
 // machine).
 type serverEvent struct {
-	Event   string `json:"event"` // "ready", "upgrade", "exit" or "error"
+	Event   string `json:"event"` // "ready", "accept" (the first accepted connection), "upgrade", "exit" or "error"
 	PID     int    `json:"pid"`
 	Gen     uint64 `json:"gen"`
 	UnixNS  int64  `json:"t"`
@@ -180,6 +180,7 @@ func runMoltServer() int {
 	}
 	ds := drain.NewHTTPServer(srv)
 	served := make(chan error, 2)
+	ln = noteFirstAccept(ln, upg.Generation())
 	go func() { served <- ds.Serve(ln) }()
 	if tlsLn != nil {
 		// drain serves TLS through tls.NewListener (see NewHTTPServer).

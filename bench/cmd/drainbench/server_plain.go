@@ -60,7 +60,7 @@ func runPlainServer(reusePort bool) int {
 		ready.TLSAddr = tlsLn.Addr().String()
 		go serve(tlsLn, true)
 	}
-	go serve(ln, false)
+	go serve(noteFirstAccept(ln, gen), false)
 	emit(ready)
 
 	s := <-terminate

@@ -81,7 +81,7 @@ func runTableflipServer() int {
 		ready.TLSAddr = tlsLn.Addr().String()
 		go serve(tlsLn, true)
 	}
-	go serve(ln, false)
+	go serve(noteFirstAccept(ln, gen), false)
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
 	}
