@@ -49,7 +49,8 @@ func Idle(c net.Conn) {
 // server is blocked in a Read of at least bufSize bytes that returned
 // nothing since Idle, which means its buffer is empty and no byte of the
 // next request is left behind in this process (net/http reads 4096 bytes
-// at a time; package drain passes that). And no layer between c and the
+// at a time; package drain passes that). On a connection nothing was ever
+// read from, a Read of any size will do: nothing can be left behind. And no layer between c and the
 // accepted connection may hold state of the stream: c may be wrapped (a
 // type with a NetConn method returning the connection it wraps, in a
 // chain), but a *tls.Conn, whose session lives in this process, must never
@@ -113,6 +114,7 @@ type acceptedConn struct {
 	reading   int       // Reads inside c.Conn.Read
 	readLen   int       // len(p) of the Read inside c.Conn.Read, when reading == 1
 	sinceIdle int       // bytes Read returned since the last idle() (or since accept)
+	everRead  bool      // Read has returned a byte at some time
 	deadline  time.Time // the read deadline the server asked for last
 }
 
@@ -141,6 +143,7 @@ func (c *acceptedConn) Read(p []byte) (int, error) {
 		c.mu.Lock()
 		c.reading--
 		c.sinceIdle += n
+		c.everRead = c.everRead || n > 0
 		c.cond.Broadcast()
 		if c.state == handRequested && n == 0 && isTimeout(err) {
 			// The hand-off's deadline ended this read: wait for the verdict.
@@ -233,10 +236,13 @@ func (c *acceptedConn) idle() {
 func (c *acceptedConn) handOver(bufSize int) error {
 	c.mu.Lock()
 	switch {
-	case c.state != handNone || c.sinceIdle > 0 || c.reading != 1 || c.readLen < bufSize:
+	case c.state != handNone || c.sinceIdle > 0 || c.reading != 1 || (c.readLen < bufSize && c.everRead):
 		// Not (yet) waiting in an empty-buffer read for the next request:
 		// the server may hold bytes of it (a pipelined request, the byte of
-		// net/http's background read), or be about to read.
+		// net/http's background read), or be about to read. A connection
+		// nothing was ever read from holds nothing whatever the read's
+		// size (net/http's first read, which looks for the h2c preface,
+		// asks for 14 bytes).
 		c.mu.Unlock()
 		return ErrConnBusy
 	}

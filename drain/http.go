@@ -14,9 +14,10 @@ import (
 )
 
 // newConnGrace is how long a connection that has sent nothing yet may stay
-// open during a drain: a client that opened it will normally send its
-// request at once, and net/http's own Shutdown uses the same five seconds.
-const newConnGrace = 5 * time.Second
+// open during a drain when it cannot be handed over (TLS, or no successor):
+// net/http's own Shutdown uses the same five seconds. One that can be
+// handed over is, however long it has been quiet.
+var newConnGrace = 5 * time.Second // a variable for the tests
 
 // DefaultIdleGrace is [Options.IdleGrace] when it is zero.
 const DefaultIdleGrace = time.Second
@@ -319,11 +320,10 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 		case ci.proto == 2 || isH2(c):
 			continue // HTTP/2: counted below, by its first GOAWAY
 		case ci.state == http.StateNew:
-			if now.Sub(ci.since) > newConnGrace {
-				c.Close()
-				delete(s.conns, c)
-				continue
-			}
+			// However long it has been quiet: Go's Transport keeps
+			// connections it dialed for a request that another
+			// connection served, and sends their first request any time
+			// later. Closing one races that request (EOF).
 			tries = append(tries, candidate{c, ci.since, ci.state})
 		case ci.state == http.StateIdle && ci.proto == 1:
 			tries = append(tries, candidate{c, ci.since, ci.state})
@@ -351,8 +351,14 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 		case errors.Is(err, molt.ErrConnBusy):
 			wake = min(wake, retryHandOver) // the server is about to wait in its read
 		case t.state == http.StateNew:
-			// Cannot change process (TLS): its first request comes, and is
-			// answered with Connection: close.
+			// Cannot change process (TLS, or no successor): its first
+			// request comes, and is answered with Connection: close; one
+			// that sent nothing for newConnGrace is closed.
+			if now.Sub(t.since) > newConnGrace {
+				t.c.Close()
+				s.forget(t.c)
+				continue
+			}
 		default:
 			// Idle and cannot change process: give the client IdleGrace,
 			// counted from the drain's start, to send one last request.
