@@ -55,7 +55,10 @@ type upgradeResult struct {
 	// (its accept event), which may come before its Ready returned; 0 if
 	// it was not seen.
 	firstAccept time.Duration
-	err         string // why it failed
+	// phases are molt's hand-off, phase by phase (phases.go); nil for the
+	// other systems.
+	phases map[string]time.Duration
+	err    string // why it failed
 }
 
 // startChain starts generation 1 of sys and waits until it is ready.
@@ -206,6 +209,14 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 		acancel()
 		if aerr == nil {
 			res.firstAccept = time.Unix(0, a.UnixNS).Sub(res.trigger)
+		}
+		if e.Marks != nil { // molt, tableflip: the old generation reports right after
+			uctx, ucancel := context.WithTimeout(ctx, acceptWait)
+			u, _, uerr := c.events.Wait(uctx, 0, func(u serverEvent) bool { return u.Event == "upgrade" && u.PID == from.PID && u.OK })
+			ucancel()
+			if uerr == nil {
+				res.phases = upgradePhases(res.trigger, u.Marks, e.Marks)
+			}
 		}
 	case e.Event == "error":
 		res.err = fmt.Sprintf("pid %d: %s", e.PID, e.Err)

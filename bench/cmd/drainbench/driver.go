@@ -75,6 +75,9 @@ func runDriver(cfg config) int {
 	if cfg.wrk && ctx.Err() == nil {
 		rep.wrk = runWrkPhase(ctx, cfg, r)
 	}
+	if ctx.Err() == nil {
+		rep.h2load, rep.h2loadRan = runH2loadPhase(ctx, cfg, r)
+	}
 	rep.took = time.Since(start)
 	if cfg.chart != "" {
 		if err := rep.chart(cfg.chart); err != nil {

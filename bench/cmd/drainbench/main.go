@@ -117,6 +117,7 @@ type config struct {
 	timeout     time.Duration
 	wrk         bool
 	wrkDuration time.Duration
+	h2loadRuns  int // h2load runs per system; 0: no h2load phase
 	out         string
 	chart       string
 	command     string // the command line, for the report
@@ -158,6 +159,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 6*time.Minute, "hard bound on the whole run, wrk phase and clean-up included")
 	flag.BoolVar(&cfg.wrk, "wrk", true, "also run wrk(1) against a fresh server while it upgrades, if wrk is installed")
 	flag.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run")
+	flag.IntVar(&cfg.h2loadRuns, "h2load", 0, "also run h2load (nghttp2-client) this many times against each system, one upgrade per run, if h2load is installed")
 	flag.StringVar(&cfg.out, "out", "", "write the results as Markdown to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -199,14 +201,16 @@ func (c config) check() error {
 		return fmt.Errorf("-interval %v: must be at least 10ms", c.interval)
 	case c.steady < time.Second:
 		return fmt.Errorf("-steady %v: must be at least 1s", c.steady)
+	case c.h2loadRuns < 0 || c.h2loadRuns > 100:
+		return fmt.Errorf("-h2load %d: must be between 0 and 100", c.h2loadRuns)
 	case c.wrkDuration < time.Second:
 		return fmt.Errorf("-wrk-duration %v: must be at least 1s", c.wrkDuration)
 	case c.duration < c.plannedLoad():
 		return fmt.Errorf("-duration %v is shorter than the planned load (%v: warm-up, 2 × -steady, -upgrades × -interval)",
 			c.duration, c.plannedLoad())
 	case c.timeout < c.budget():
-		return fmt.Errorf("-timeout %v must be at least (-duration + %v for the clean-up) per system + %v for the wrk phase (%v)",
-			c.timeout, cleanupReserve, c.wrkBudget(), c.budget())
+		return fmt.Errorf("-timeout %v must be at least (-duration + %v for the clean-up) per system + %v for the wrk phase + %v for the h2load phase (%v)",
+			c.timeout, cleanupReserve, c.wrkBudget(), c.h2loadBudget(), c.budget())
 	case c.chart != "" && !strings.HasSuffix(c.chart, ".png") && !strings.HasSuffix(c.chart, ".svg"):
 		return fmt.Errorf("-chart %q: the name must end in .png or .svg", c.chart)
 	}
@@ -221,7 +225,7 @@ func (c config) plannedLoad() time.Duration {
 
 // budget is the longest the whole run may take by its bounds.
 func (c config) budget() time.Duration {
-	return time.Duration(len(c.systems))*(c.duration+cleanupReserve) + c.wrkBudget()
+	return time.Duration(len(c.systems))*(c.duration+cleanupReserve) + c.wrkBudget() + c.h2loadBudget()
 }
 
 // wrkBudget is the time the wrk phase may take: two runs, each with a

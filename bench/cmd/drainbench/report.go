@@ -17,7 +17,10 @@ type report struct {
 	machine machine.Info
 	loads   []*loadResult // one per system, in the order of -systems
 	wrk     []wrkResult
-	took    time.Duration
+	// h2load: the h2load phase's runs; h2loadRan: it was asked for.
+	h2load    []h2loadResult
+	h2loadRan bool
+	took      time.Duration
 }
 
 // kindFigures are the numbers of one kind of client.
@@ -118,6 +121,11 @@ func (r *report) passed() bool {
 			return false
 		}
 	}
+	for _, h := range r.h2load {
+		if h.sys == "molt" && (h.upgrade.err != "" || !h.counts.ok || len(h.problems)+len(h.end.problems) > 0) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -168,6 +176,7 @@ func (r *report) markdown() string {
 		}
 	}
 	r.wrkSection(&b)
+	r.h2loadSection(&b)
 	return b.String()
 }
 
@@ -285,6 +294,9 @@ func (r *report) upgradeFigures(b *strings.Builder, l *loadResult, h string) {
 	}
 	p("- hand-off, %s → the new process ready (exec and start-up included): %s\n", l.sys.trigger(), spread(handoffs))
 	p("- first accept, %s → the new process accepted its first connection: %s\n", l.sys.trigger(), spread(firstAccepts))
+	if line := phaseLine(l.upgrades); line != "" {
+		p("- the hand-off phase by phase, p50 / p99 (each from the mark before): %s\n", line)
+	}
 	p("- the replaced process exited, after the trigger: %s\n", spread(l.oldExits))
 	if l.sys.selfUpgrade {
 		p("- Upgrade() call in the old generation (start of the successor → its readiness confirmed): %s\n", spread(l.end.calls))

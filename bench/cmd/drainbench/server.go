@@ -45,17 +45,18 @@ var streamBody = func() string {
 // nanoseconds of the server's wall clock (the driver runs on the same
 // machine).
 type serverEvent struct {
-	Event   string `json:"event"` // "ready", "accept" (the first accepted connection), "upgrade", "exit" or "error"
-	PID     int    `json:"pid"`
-	Gen     uint64 `json:"gen"`
-	UnixNS  int64  `json:"t"`
-	Addr    string `json:"addr,omitempty"`     // ready
-	TLSAddr string `json:"tls_addr,omitempty"` // ready: HTTP/2 over TLS, if the driver gave a certificate
-	OK      bool   `json:"ok,omitempty"`       // upgrade
-	Err     string `json:"err,omitempty"`      // upgrade, exit (the drain's error), error
-	TookUS  int64  `json:"took_us,omitempty"`  // upgrade: the Upgrade call
-	DrainUS int64  `json:"drain_us,omitempty"` // exit: the drain
-	Reason  string `json:"reason,omitempty"`   // exit
+	Event   string           `json:"event"` // "ready", "accept" (the first accepted connection), "upgrade", "exit" or "error"
+	PID     int              `json:"pid"`
+	Gen     uint64           `json:"gen"`
+	UnixNS  int64            `json:"t"`
+	Addr    string           `json:"addr,omitempty"`     // ready
+	TLSAddr string           `json:"tls_addr,omitempty"` // ready: HTTP/2 over TLS, if the driver gave a certificate
+	OK      bool             `json:"ok,omitempty"`       // upgrade
+	Err     string           `json:"err,omitempty"`      // upgrade, exit (the drain's error), error
+	TookUS  int64            `json:"took_us,omitempty"`  // upgrade: the Upgrade call
+	DrainUS int64            `json:"drain_us,omitempty"` // exit: the drain
+	Reason  string           `json:"reason,omitempty"`   // exit
+	Marks   map[string]int64 `json:"marks,omitempty"`    // molt's ready and upgrade: moments of the hand-off (phases.go)
 }
 
 // emit stamps e with this process and the time and prints it.
@@ -149,17 +150,22 @@ func newHTTPServer() (*http.Server, error) {
 
 // runMoltServer plays one generation of a molt service.
 func runMoltServer() int {
+	m := newMarks()
+	m.note(markEntered)
 	// First of all: SIGHUP's default action would kill the process.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
+	upgMarks = newMarks()
+	logger := slog.New(startedHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), upgMarks}).
 		With("pid", os.Getpid())
 	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout})
 	if err != nil {
 		return fail(err)
 	}
+	m.note(markNew)
 	defer upg.Stop()
+	upg.OnCommit(func(context.Context, int) { upgMarks.note(markReadySeen) })
 	ln, err := upg.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fail(err)
@@ -178,6 +184,7 @@ func runMoltServer() int {
 		}
 		ready.TLSAddr = tlsLn.Addr().String()
 	}
+	m.note(markListened)
 	ds := drain.NewHTTPServer(srv)
 	served := make(chan error, 2)
 	ln = noteFirstAccept(ln, upg.Generation())
@@ -186,11 +193,16 @@ func runMoltServer() int {
 		// drain serves TLS through tls.NewListener (see NewHTTPServer).
 		go func() { served <- ds.Serve(tls.NewListener(tlsLn, srv.TLSConfig)) }()
 	}
+	m.note(markReadyCall)
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
 	}
+	m.note(markReady)
 	gen := upg.Generation()
 	ready.Gen = gen
+	if gen > 1 {
+		ready.Marks = m.take()
+	}
 	emit(ready)
 
 	end := generation.Run(upg, ds, sigs, served, upgrade, serverDrainTimeout)
@@ -204,6 +216,10 @@ func runMoltServer() int {
 	return 0
 }
 
+// upgMarks records the moments of the running upgrade that the old
+// generation sees; upgrade reports and resets them.
+var upgMarks *marks
+
 // upgrade runs one upgrade and reports it.
 func upgrade(upg *molt.Upgrader) {
 	ctx, cancel := context.WithTimeout(context.Background(), serverReadyTimeout+5*time.Second)
@@ -214,5 +230,6 @@ func upgrade(upg *molt.Upgrader) {
 	if err != nil {
 		e.Err = err.Error()
 	}
+	e.Marks = upgMarks.take()
 	emit(e)
 }

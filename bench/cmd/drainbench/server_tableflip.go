@@ -23,11 +23,14 @@ import (
 // system, the event lines, the generation number for the successor, and
 // SIGTERM to end the run.
 func runTableflipServer() int {
+	m := newMarks() // the benchmark's, as in the molt server (phases.go)
+	m.note(markEntered)
 	gen := genFromEnv()
 	upg, err := tableflip.New(tableflip.Options{})
 	if err != nil {
 		return fail(err)
 	}
+	m.note(markNew)
 	defer upg.Stop()
 
 	// Do an upgrade on SIGHUP.
@@ -81,9 +84,15 @@ func runTableflipServer() int {
 		ready.TLSAddr = tlsLn.Addr().String()
 		go serve(tlsLn, true)
 	}
+	m.note(markListened)
 	go serve(noteFirstAccept(ln, gen), false)
+	m.note(markReadyCall)
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
+	}
+	m.note(markReady)
+	if gen > 1 {
+		ready.Marks = m.take()
 	}
 	emit(ready)
 

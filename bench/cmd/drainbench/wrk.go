@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/moltgo/molt/internal/reap"
@@ -88,13 +87,6 @@ func runWrk(ctx context.Context, cfg config, r *reap.Reaper, path, mode string) 
 	}
 	defer func() { res.end = ch.stop() }()
 
-	f, err := os.CreateTemp("", "drainbench-wrk-*.txt")
-	if err != nil {
-		res.problems = append(res.problems, err.Error())
-		return res
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	secs := int(cfg.wrkDuration.Round(time.Second) / time.Second)
 	args := []string{"-t2", "-c64", "-d" + strconv.Itoa(secs) + "s", "--latency"}
 	if mode == "Connection: close" {
@@ -102,10 +94,9 @@ func runWrk(ctx context.Context, cfg config, r *reap.Reaper, path, mode string) 
 	}
 	args = append(args, "http://"+ch.cur.Addr+"/")
 	res.command = "wrk " + strings.Join(quoteArgs(args), " ")
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := r.Start(cmd); err != nil {
-		res.problems = append(res.problems, fmt.Sprintf("start wrk: %v", err))
+	run, err := startOutside(r, path, args)
+	if err != nil {
+		res.problems = append(res.problems, err.Error())
 		return res
 	}
 	start := time.Now()
@@ -125,15 +116,7 @@ func runWrk(ctx context.Context, cfg config, r *reap.Reaper, path, mode string) 
 			fmt.Fprintf(os.Stderr, "drainbench: wrk phase: upgrade %d: %s\n", n, u.err)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+15*time.Second)
-	defer cancel()
-	res.status, err = r.WaitPID(wctx, cmd.Process.Pid)
-	if err != nil {
-		res.status = fmt.Sprintf("still running: %v", err)
-		r.Signal(cmd.Process.Pid, syscall.SIGKILL) // not reaped yet, so the PID is still wrk's
-	}
-	b, _ := os.ReadFile(f.Name())
-	res.output = string(b)
+	res.status, res.output = run.wait(ctx, time.Duration(secs)*time.Second+15*time.Second)
 	return res
 }
 
