@@ -258,7 +258,9 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, err
 	u.log.Info("molt: successor started", "successor_pid", s.pid(), "executable", cmd.Path)
 
 	s.conn.SetDeadline(deadline)
-	// ctx's end interrupts the channel's reads and writes at once.
+	// ctx's end interrupts the channel's writes at once; the reader below
+	// waits in poll(2), which only Close ends (fail closes the channel
+	// before it waits for the reader).
 	defer context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })()
 	// The successor's first message is read from the start: a FAILED
 	// that comes while the inventory is still being sent stops the send

@@ -28,8 +28,9 @@ type parentLink struct {
 	conn *handoff.Conn
 	pid  int
 
-	sendMu sync.Mutex    // serialises this side's writes (READY, FAILED)
-	acked  chan struct{} // closed when the parent acknowledged READY
+	sendMu    sync.Mutex    // serialises this side's writes (READY, FAILED)
+	readySent chan struct{} // closed once READY is written: watch waits for the ACK in poll(2)
+	acked     chan struct{} // closed when the parent acknowledged READY
 	gone   chan struct{} // closed when the channel ended (or, if it broke, at Stop)
 }
 
@@ -60,7 +61,8 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 		c.Close()
 		return nil, handoff.Hello{}, err
 	}
-	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{})}
+	p := &parentLink{conn: c, pid: hello.ParentPID, readySent: make(chan struct{}),
+		acked: make(chan struct{}), gone: make(chan struct{})}
 	return p, hello, nil
 }
 
@@ -126,6 +128,10 @@ func (u *Upgrader) tellReady(p *parentLink) {
 		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
 		return
 	}
+	// watch waits in the network poller until now; the deadline in the
+	// past sends it to wait for the ACK in poll(2) instead.
+	close(p.readySent)
+	p.conn.SetReadDeadline(time.Unix(1, 0))
 	if testHookReadySent != nil {
 		testHookReadySent()
 	}
@@ -152,13 +158,19 @@ func (u *Upgrader) watch(p *parentLink) {
 	defer close(p.gone)
 	acked := false
 	for {
-		if !acked {
+		if !acked && isDone(p.readySent) {
 			// The ACK ends Ready: it is noticed in a system call, not by
 			// the network poller, which a process already serving
-			// consults late (see WaitReadable). After it, the poller does.
+			// consults late (see WaitReadable). Before READY and after
+			// the ACK, the poller does.
 			p.conn.WaitReadable(time.Time{}) // RecvMessage reports what ended it
 		}
 		m, err := p.conn.RecvMessage()
+		if err != nil && isTimeout(err) && isDone(p.readySent) {
+			// tellReady's nudge (between frames: the channel is intact).
+			p.conn.SetReadDeadline(time.Time{})
+			continue
+		}
 		if err != nil {
 			if !u.lc.stopRequested() {
 				u.log.Info("molt: parent gone", "parent_pid", p.pid, "err", errorOrEOF(err))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +45,9 @@ type Conn struct {
 	mu     sync.Mutex
 	closed bool
 	queue  []int // descriptors received and not yet handed out or closed
+	// wakeR and wakeW are the pipe that wakes WaitReadable at Close; made
+	// by its first call; set under mu while not closed, read by Close after.
+	wakeR, wakeW *os.File
 }
 
 // NewConn returns a Conn speaking the protocol over uc, which must be a
@@ -79,12 +83,19 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn(
 // from closing the socket.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	already := c.closed
 	c.closed = true
 	q := c.queue
 	c.queue = nil
 	c.mu.Unlock()
 	closeFDs(q)
-	return c.uc.Close()
+	if already {
+		return c.uc.Close() // net.ErrClosed, as a second Close of a socket says
+	}
+	c.wakeWaiters()
+	err := c.uc.Close()
+	c.closeWaker()
+	return err
 }
 
 // SendHello writes a HELLO frame. It blocks until the frame is written or
