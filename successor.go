@@ -31,7 +31,7 @@ type parentLink struct {
 	sendMu    sync.Mutex    // serialises this side's writes (READY, FAILED)
 	readySent chan struct{} // closed once READY is written: watch waits for the ACK in poll(2)
 	acked     chan struct{} // closed when the parent acknowledged READY
-	gone   chan struct{} // closed when the channel ended (or, if it broke, at Stop)
+	gone      chan struct{} // closed when the channel ended (or, if it broke, at Stop)
 }
 
 // connect opens the channel named by envHandoffFD and reads the HELLO. On
