@@ -28,7 +28,7 @@ import (
 const (
 	h2loadDuration  = 3 * time.Second
 	h2loadUpgradeAt = time.Second
-	h2loadOverhead  = firstReadyWait/2 + stopWait + 15*time.Second
+	h2loadOverhead  = 20 * time.Second // a server to start and stop, h2load to end
 )
 
 // h2loadArgs are h2load's flags, without the URL: 8 connections, 10
