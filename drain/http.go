@@ -16,7 +16,7 @@ import (
 // newConnGrace is how long a connection that has sent nothing yet may stay
 // open during a drain when it cannot be handed over (TLS, or no successor):
 // net/http's own Shutdown uses the same five seconds. One that can be
-// handed over is, however long it has been quiet.
+// handed over is handed over, however long it has been quiet.
 var newConnGrace = 5 * time.Second // a variable for the tests
 
 // DefaultIdleGrace is [Options.IdleGrace] when it is zero.
@@ -354,11 +354,13 @@ func (s *HTTPServer) drainStep(start time.Time) (left int, wake time.Duration, c
 			// Cannot change process (TLS, or no successor): its first
 			// request comes, and is answered with Connection: close; one
 			// that sent nothing for newConnGrace is closed.
-			if now.Sub(t.since) > newConnGrace {
+			quiet := now.Sub(t.since)
+			if quiet > newConnGrace {
 				t.c.Close()
 				s.forget(t.c)
 				continue
 			}
+			wake = min(wake, newConnGrace-quiet)
 		default:
 			// Idle and cannot change process: give the client IdleGrace,
 			// counted from the drain's start, to send one last request.

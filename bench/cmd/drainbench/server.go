@@ -187,11 +187,12 @@ func runMoltServer() int {
 	m.note(markListened)
 	ds := drain.NewHTTPServer(srv)
 	served := make(chan error, 2)
-	ln = noteFirstAccept(ln, upg.Generation())
+	fa := newFirstAccept(upg.Generation())
+	ln = fa.wrap(ln)
 	go func() { served <- ds.Serve(ln) }()
 	if tlsLn != nil {
 		// drain serves TLS through tls.NewListener (see NewHTTPServer).
-		go func() { served <- ds.Serve(tls.NewListener(tlsLn, srv.TLSConfig)) }()
+		go func() { served <- ds.Serve(tls.NewListener(fa.wrap(tlsLn), srv.TLSConfig)) }()
 	}
 	m.note(markReadyCall)
 	if err := upg.Ready(); err != nil {

@@ -37,6 +37,7 @@ func runPlainServer(reusePort bool) int {
 		return fail(err)
 	}
 	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
+	fa := newFirstAccept(gen)
 	serve := func(ln net.Listener, tls bool) {
 		var err error
 		if tls {
@@ -58,9 +59,9 @@ func runPlainServer(reusePort bool) int {
 			return fail(fmt.Errorf("listen (TLS): %w", err))
 		}
 		ready.TLSAddr = tlsLn.Addr().String()
-		go serve(tlsLn, true)
+		go serve(fa.wrap(tlsLn), true)
 	}
-	go serve(noteFirstAccept(ln, gen), false)
+	go serve(fa.wrap(ln), false)
 	emit(ready)
 
 	s := <-terminate

@@ -63,6 +63,7 @@ func runTableflipServer() int {
 		return fail(err)
 	}
 	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
+	fa := newFirstAccept(gen)
 	serve := func(ln net.Listener, tls bool) {
 		var err error
 		if tls {
@@ -82,10 +83,10 @@ func runTableflipServer() int {
 			return fail(fmt.Errorf("listen (TLS): %w", err))
 		}
 		ready.TLSAddr = tlsLn.Addr().String()
-		go serve(tlsLn, true)
+		go serve(fa.wrap(tlsLn), true)
 	}
 	m.note(markListened)
-	go serve(noteFirstAccept(ln, gen), false)
+	go serve(fa.wrap(ln), false)
 	m.note(markReadyCall)
 	if err := upg.Ready(); err != nil {
 		return fail(fmt.Errorf("ready: %w", err))
