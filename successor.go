@@ -29,7 +29,7 @@ type parentLink struct {
 	pid  int
 
 	sendMu    sync.Mutex    // serialises this side's writes (READY, FAILED)
-	readySent chan struct{} // closed once READY is written: watch waits for the ACK in poll(2)
+	readySent chan struct{} // closed just before READY is written: watch waits for the ACK in poll(2)
 	acked     chan struct{} // closed when the parent acknowledged READY
 	gone      chan struct{} // closed when the channel ended (or, if it broke, at Stop)
 }
@@ -120,6 +120,12 @@ var testHookReadySent func()
 // gone, or does not answer in time, leaves this generation serving alone.
 func (u *Upgrader) tellReady(p *parentLink) {
 	timeout := u.opts.readyTimeout()
+	// watch waits in the network poller until now; a deadline in the past
+	// sends it to wait for the ACK in poll(2) instead. Before READY is
+	// written: nothing can arrive before it (but the end of the channel),
+	// so the deadline cannot cut a frame in two.
+	close(p.readySent)
+	p.conn.SetReadDeadline(time.Unix(1, 0))
 	p.sendMu.Lock()
 	p.conn.SetWriteDeadline(time.Now().Add(timeout))
 	err := p.conn.SendReady()
@@ -128,10 +134,6 @@ func (u *Upgrader) tellReady(p *parentLink) {
 		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
 		return
 	}
-	// watch waits in the network poller until now; the deadline in the
-	// past sends it to wait for the ACK in poll(2) instead.
-	close(p.readySent)
-	p.conn.SetReadDeadline(time.Unix(1, 0))
 	if testHookReadySent != nil {
 		testHookReadySent()
 	}
@@ -156,7 +158,7 @@ func (u *Upgrader) tellReady(p *parentLink) {
 // or exits.
 func (u *Upgrader) watch(p *parentLink) {
 	defer close(p.gone)
-	acked := false
+	acked, nudged := false, false
 	for {
 		if !acked && isDone(p.readySent) {
 			// The ACK ends Ready: it is noticed in a system call, not by
@@ -166,8 +168,10 @@ func (u *Upgrader) watch(p *parentLink) {
 			p.conn.WaitReadable(time.Time{}) // RecvMessage reports what ended it
 		}
 		m, err := p.conn.RecvMessage()
-		if err != nil && isTimeout(err) && isDone(p.readySent) {
-			// tellReady's nudge (between frames: the channel is intact).
+		if err != nil && isTimeout(err) && isDone(p.readySent) && !nudged {
+			// tellReady's nudge, once, before READY: between frames, so
+			// the channel is intact.
+			nudged = true
 			p.conn.SetReadDeadline(time.Time{})
 			continue
 		}
