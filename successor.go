@@ -28,10 +28,9 @@ type parentLink struct {
 	conn *handoff.Conn
 	pid  int
 
-	sendMu    sync.Mutex    // serialises this side's writes (READY, FAILED)
-	readySent chan struct{} // closed just before READY is written: watch waits for the ACK in poll(2)
-	acked     chan struct{} // closed when the parent acknowledged READY
-	gone      chan struct{} // closed when the channel ended (or, if it broke, at Stop)
+	sendMu sync.Mutex    // serialises this side's writes (READY, FAILED)
+	acked  chan struct{} // closed when the parent acknowledged READY
+	gone   chan struct{} // closed when the channel ended (or, if it broke, at Stop)
 }
 
 // connect opens the channel named by envHandoffFD and reads the HELLO. On
@@ -61,8 +60,7 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 		c.Close()
 		return nil, handoff.Hello{}, err
 	}
-	p := &parentLink{conn: c, pid: hello.ParentPID, readySent: make(chan struct{}),
-		acked: make(chan struct{}), gone: make(chan struct{})}
+	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{})}
 	return p, hello, nil
 }
 
@@ -120,12 +118,6 @@ var testHookReadySent func()
 // gone, or does not answer in time, leaves this generation serving alone.
 func (u *Upgrader) tellReady(p *parentLink) {
 	timeout := u.opts.readyTimeout()
-	// watch waits in the network poller until now; a deadline in the past
-	// sends it to wait for the ACK in poll(2) instead. Before READY is
-	// written: nothing can arrive before it (but the end of the channel),
-	// so the deadline cannot cut a frame in two.
-	close(p.readySent)
-	p.conn.SetReadDeadline(time.Unix(1, 0))
 	p.sendMu.Lock()
 	p.conn.SetWriteDeadline(time.Now().Add(timeout))
 	err := p.conn.SendReady()
@@ -158,23 +150,9 @@ func (u *Upgrader) tellReady(p *parentLink) {
 // or exits.
 func (u *Upgrader) watch(p *parentLink) {
 	defer close(p.gone)
-	acked, nudged := false, false
+	acked := false
 	for {
-		if !acked && isDone(p.readySent) {
-			// The ACK ends Ready: it is noticed in a system call, not by
-			// the network poller, which a process already serving
-			// consults late (see WaitReadable). Before READY and after
-			// the ACK, the poller does.
-			p.conn.WaitReadable(time.Time{}) // RecvMessage reports what ended it
-		}
 		m, err := p.conn.RecvMessage()
-		if err != nil && isTimeout(err) && isDone(p.readySent) && !nudged {
-			// tellReady's nudge, once, before READY: between frames, so
-			// the channel is intact.
-			nudged = true
-			p.conn.SetReadDeadline(time.Time{})
-			continue
-		}
 		if err != nil {
 			if !u.lc.stopRequested() {
 				u.log.Info("molt: parent gone", "parent_pid", p.pid, "err", errorOrEOF(err))

@@ -25,8 +25,9 @@ import (
 // out of work, and otherwise the runtime's monitor does, every 10 ms at
 // most, so a frame can sit unnoticed for milliseconds; a goroutine coming
 // back from a system call queues for a P at once and runs at the
-// scheduler's next turn. The hand-off's latency-critical waits (READY in
-// the parent, the ACK in the successor) use it. It is one poll(2) for the
+// scheduler's next turn. The parent's wait for READY uses it (the
+// successor, less busy when it waits for the ACK, measured faster in the
+// network poller). It is one poll(2) for the
 // whole wait, so that the runtime hands the goroutine's P to other work
 // after its usual ~20 µs (repeated short polls would each look like a new
 // system call and keep the P); Close wakes it through a pipe polled beside
