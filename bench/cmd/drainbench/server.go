@@ -148,6 +148,21 @@ func newHTTPServer() (*http.Server, error) {
 	return srv, nil
 }
 
+// serveNetHTTP serves ln with server, over TLS (the certificate in its
+// TLSConfig) if tls is set, as the systems without molt's drain do, and
+// reports an unexpected end on stderr.
+func serveNetHTTP(server *http.Server, ln net.Listener, tls bool, system string) {
+	var err error
+	if tls {
+		err = server.ServeTLS(ln, "", "")
+	} else {
+		err = server.Serve(ln)
+	}
+	if err != http.ErrServerClosed {
+		fmt.Fprintf(os.Stderr, "drainbench %s server (pid %d): %v\n", system, os.Getpid(), err)
+	}
+}
+
 // runMoltServer plays one generation of a molt service.
 func runMoltServer() int {
 	m := newMarks()

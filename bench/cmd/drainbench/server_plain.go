@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,17 +37,7 @@ func runPlainServer(reusePort bool) int {
 	}
 	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
 	fa := newFirstAccept(gen)
-	serve := func(ln net.Listener, tls bool) {
-		var err error
-		if tls {
-			err = server.ServeTLS(ln, "", "") // the certificate is in TLSConfig
-		} else {
-			err = server.Serve(ln)
-		}
-		if err != http.ErrServerClosed {
-			fmt.Fprintf(os.Stderr, "drainbench plain server (pid %d): %v\n", os.Getpid(), err)
-		}
-	}
+	serve := func(ln net.Listener, tls bool) { serveNetHTTP(server, ln, tls, "plain") }
 	if server.TLSConfig != nil {
 		tlsAddr := os.Getenv(envTLSAddr)
 		if tlsAddr == "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -64,17 +63,7 @@ func runTableflipServer() int {
 	}
 	ready := serverEvent{Event: "ready", Gen: gen, Addr: ln.Addr().String()}
 	fa := newFirstAccept(gen)
-	serve := func(ln net.Listener, tls bool) {
-		var err error
-		if tls {
-			err = server.ServeTLS(ln, "", "") // the certificate is in TLSConfig
-		} else {
-			err = server.Serve(ln)
-		}
-		if err != http.ErrServerClosed {
-			fmt.Fprintf(os.Stderr, "drainbench tableflip server (pid %d): %v\n", os.Getpid(), err)
-		}
-	}
+	serve := func(ln net.Listener, tls bool) { serveNetHTTP(server, ln, tls, "tableflip") }
 	if server.TLSConfig != nil {
 		// tableflip names an inherited listener by network and address:
 		// "tcp4" keeps this one apart from the first.
