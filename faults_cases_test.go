@@ -246,8 +246,8 @@ var successorCrashesBeforeReady = successorFails(func(t *testing.T, h *harness, 
 
 // successorCrashesAfterReady: the successor dies between READY and the
 // ACK. Upgrade may see READY first (the commit hook runs for that
-// successor; the ACK is then written into a dying process, or fails) or
-// the exit first; either way the upgrade must fail with the successor's
+// successor and waits for its death; the ACK is then written into a dead
+// process and fails) or the exit first; either way the upgrade must fail with the successor's
 // death as cause, and generation 1 must serve on. Five times, to meet
 // both orders.
 func successorCrashesAfterReady(t *testing.T, h *harness) outcome {
@@ -262,6 +262,12 @@ func successorCrashesAfterReady(t *testing.T, h *harness) outcome {
 			mu.Lock()
 			committed = append(committed, pid)
 			mu.Unlock()
+			// The ACK follows this hook: once the successor is dead it
+			// cannot read it. Without the wait, a parent that noticed
+			// READY at once could ACK before the successor's SIGKILL
+			// took effect, and a successor that read the ACK has taken
+			// over (correctly: the upgrade then succeeds).
+			proctest.AwaitGone(pid, proctest.Patience)
 		})
 		var err error
 		for i := range 5 {

@@ -13,8 +13,8 @@ import (
 )
 
 // The parent's side of an upgrade, in the order it happens: Upgrade
-// starts a successor (process.go), sends HELLO and the inventory in
-// batches, waits for READY (or the successor's failure), runs the commit
+// starts a successor (process.go) with the HELLO already in its channel,
+// sends the inventory in batches, waits for READY (or the successor's failure), runs the commit
 // hooks, sends the ACK and waits until the successor has read it; only
 // then has the successor taken over. Afterwards the parent hands idle
 // connections over on the same channel (handover.go) while it drains.
@@ -251,7 +251,8 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, err
 	if err != nil {
 		return nil, &ChildError{Stage: StageStart, Err: err}
 	}
-	s, err := startSuccessor(cmd, &u.reapers)
+	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
+	s, err := startSuccessor(cmd, &u.reapers, hello)
 	if err != nil {
 		return nil, &ChildError{Stage: StageStart, Err: err}
 	}
@@ -289,11 +290,7 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, err
 		return failAt(StageInit, cause, grace, preferExit)
 	}
 
-	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
-	err = s.conn.SendHello(hello)
-	if err == nil {
-		err = u.sendInventory(s.conn, plan)
-	}
+	err = u.sendInventory(s.conn, plan) // after the HELLO, which startSuccessor wrote
 	if err != nil {
 		if ctx.Err() != nil { // ctx's end (or Stop) interrupted the send
 			return nil, failAt(StageHandoff, context.Cause(ctx), 0, false)

@@ -160,10 +160,19 @@ func successorEnv(env []string) []string {
 }
 
 // startSuccessor starts cmd with the child's end of a new hand-off channel
-// and a goroutine that waits for it to exit. reapers counts those goroutines.
-func startSuccessor(cmd *exec.Cmd, reapers *sync.WaitGroup) (*process, error) {
+// and a goroutine that waits for it to exit. reapers counts those
+// goroutines. hello is written to the channel before the process starts,
+// so that the successor's New finds it there at once, whatever the parent
+// is busy with after the fork.
+func startSuccessor(cmd *exec.Cmd, reapers *sync.WaitGroup, hello handoff.Hello) (*process, error) {
 	conn, childEnd, err := handoff.Pair()
 	if err != nil {
+		return nil, fmt.Errorf("molt: hand-off channel: %w", err)
+	}
+	// A few dozen bytes into an empty socket buffer: this never blocks.
+	if err := conn.SendHello(hello); err != nil {
+		conn.Close()
+		childEnd.Close()
 		return nil, fmt.Errorf("molt: hand-off channel: %w", err)
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, childEnd)
