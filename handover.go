@@ -50,8 +50,9 @@ func Idle(c net.Conn) {
 // nothing since Idle, which means its buffer is empty and no byte of the
 // next request is left behind in this process (net/http reads 4096 bytes
 // at a time; package drain passes that). On a connection nothing was ever
-// read from, a Read of any size will do: nothing can be left behind. And no layer between c and the
-// accepted connection may hold state of the stream: c may be wrapped (a
+// read from, a Read of any size will do: nothing can be left behind. And
+// no layer between c and the accepted connection may hold state of the
+// stream: c may be wrapped (a
 // type with a NetConn method returning the connection it wraps, in a
 // chain), but a *tls.Conn, whose session lives in this process, must never
 // be handed over — its server must not call HandOver.

@@ -14,8 +14,9 @@ import (
 
 // The parent's side of an upgrade, in the order it happens: Upgrade
 // starts a successor (process.go) with the HELLO already in its channel,
-// sends the inventory in batches, waits for READY (or the successor's failure), runs the commit
-// hooks, sends the ACK and waits until the successor has read it; only
+// sends the inventory in batches, waits for READY (or the successor's
+// failure), runs the commit hooks, sends the ACK and waits until the
+// successor has read it; only
 // then has the successor taken over. Afterwards the parent hands idle
 // connections over on the same channel (handover.go) while it drains.
 
