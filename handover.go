@@ -52,10 +52,10 @@ func Idle(c net.Conn) {
 // at a time; package drain passes that). On a connection nothing was ever
 // read from, a Read of any size will do: nothing can be left behind. And
 // no layer between c and the accepted connection may hold state of the
-// stream: c may be wrapped (a
-// type with a NetConn method returning the connection it wraps, in a
-// chain), but a *tls.Conn, whose session lives in this process, must never
-// be handed over — its server must not call HandOver.
+// stream: c may be wrapped (a type with a NetConn method returning the
+// connection it wraps, in a chain), but a *tls.Conn, whose session lives
+// in this process, must never be handed over — its server must not call
+// HandOver.
 //
 // HandOver fails with [ErrConnBusy] if request bytes reached the server
 // since Idle, or the server is not waiting in such a read yet (try again

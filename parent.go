@@ -16,9 +16,9 @@ import (
 // starts a successor (process.go) with the HELLO already in its channel,
 // sends the inventory in batches, waits for READY (or the successor's
 // failure), runs the commit hooks, sends the ACK and waits until the
-// successor has read it; only
-// then has the successor taken over. Afterwards the parent hands idle
-// connections over on the same channel (handover.go) while it drains.
+// successor has read it; only then has the successor taken over.
+// Afterwards the parent hands idle connections over on the same channel
+// (handover.go) while it drains.
 
 // exitGrace is how long a successor that reported failure, or closed the
 // hand-off channel, gets to exit on its own before it is killed: enough to
