@@ -9,26 +9,29 @@ import (
 	"time"
 )
 
-// The phases of an upgrade under load (molt; tableflip shows only its
-// successor's moments), from moments the two
+// The phases of an upgrade under load (molt; tableflip shows only when
+// its Upgrade was called and its successor's moments), from moments the two
 // generations note (Unix nanoseconds, one clock for every process of the
 // machine) and report in their events: the old generation in its
 // "upgrade" event (markStarted, markReadySeen), the new one in its
 // "ready" event (the rest). The driver subtracts them (upgradePhases).
 const (
-	markStarted   = "started"   // old: molt logged that the successor started (its exec succeeded)
-	markReadySeen = "readyseen" // old: the successor's READY read (the commit hook runs)
-	markEntered   = "entered"   // new: the server's code began (the Go runtime has started)
-	markNew       = "new"       // new: molt.New returned (the HELLO read)
-	markListened  = "listened"  // new: its listeners claimed
-	markReadyCall = "readycall" // new: Ready called (the servers set up and serving)
-	markReady     = "ready"     // new: Ready returned (the ACK read)
+	markUpgradeCall = "upgradecall" // old: Upgrade called (the signal has reached the code)
+	markStarted     = "started"     // old: molt logged that the successor started (its exec succeeded)
+	markReadySeen   = "readyseen"   // old: the successor's READY read (the commit hook runs)
+	markEntered     = "entered"     // new: the server's code began (the Go runtime has started)
+	markNew         = "new"         // new: molt.New returned (the HELLO read)
+	markListened    = "listened"    // new: its listeners claimed
+	markReadyCall   = "readycall"   // new: Ready called (the servers set up and serving)
+	markReady       = "ready"       // new: Ready returned (the ACK read)
 )
 
 // phaseNames are the phases in order, each from the mark before (the
 // trigger, for the first) to its own mark.
 var phaseNames = []struct{ name, from, to string }{
 	{"to the successor's code", "", markEntered},
+	{"signal to Upgrade", "", markUpgradeCall},
+	{"Upgrade to the successor's code", markUpgradeCall, markEntered},
 	{"signal+fork/exec", "", markStarted},
 	{"runtime start", markStarted, markEntered},
 	{"New (HELLO)", markEntered, markNew},

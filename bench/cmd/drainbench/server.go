@@ -240,6 +240,7 @@ var upgMarks *marks
 func upgrade(upg *molt.Upgrader) {
 	ctx, cancel := context.WithTimeout(context.Background(), serverReadyTimeout+5*time.Second)
 	defer cancel()
+	upgMarks.note(markUpgradeCall)
 	start := time.Now()
 	err := upg.Upgrade(ctx)
 	e := serverEvent{Event: "upgrade", Gen: upg.Generation(), OK: err == nil, TookUS: max(1, time.Since(start).Microseconds())}

@@ -42,7 +42,8 @@ func runTableflipServer() int {
 			os.Setenv(envGen, strconv.FormatUint(gen+1, 10))
 			start := time.Now()
 			err := upg.Upgrade()
-			e := serverEvent{Event: "upgrade", Gen: gen, OK: err == nil, TookUS: max(1, time.Since(start).Microseconds())}
+			e := serverEvent{Event: "upgrade", Gen: gen, OK: err == nil, TookUS: max(1, time.Since(start).Microseconds()),
+				Marks: map[string]int64{markUpgradeCall: start.UnixNano()}}
 			if err != nil {
 				e.Err = err.Error()
 			}
