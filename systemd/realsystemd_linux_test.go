@@ -180,16 +180,7 @@ func TestRealSystemd(t *testing.T) {
 		}
 		ld := startLoad([]string{url(ports[0])}, 3, 2)
 		before := sd.mainPID(unit)
-		var took []time.Duration
-		for i := range 10 {
-			start := time.Now()
-			code, out := sd.reload(unit)
-			took = append(took, time.Since(start))
-			p := sd.show(unit, reloadProps...)
-			if i == 0 {
-				t.Logf("failed reload: systemctl reload exit code %d, output %q", code, strings.TrimSpace(out))
-				logProps(t, unit, "after a failed reload", p)
-			}
+		took := reloads(t, sd, unit, "failed", func(i, code int, p map[string]string) {
 			if code == 0 {
 				t.Errorf("failed reload %d: systemctl reload exit code 0, want non-zero", i+1)
 			}
@@ -205,7 +196,7 @@ func TestRealSystemd(t *testing.T) {
 			if !strings.Contains(p["StatusText"], "upgrade failed") || !strings.Contains(p["StatusText"], "failed during init") {
 				t.Errorf("failed reload %d: StatusText %q, want the failure and its reason", i+1, p["StatusText"])
 			}
-		}
+		})
 		t.Logf("10 failed reloads: %s", durations(took))
 		status, _ := sd.run("systemctl", "status", "--no-pager", "-n", "0", unit)
 		t.Logf("systemctl status after the failed reloads:\n%s", status)
@@ -240,17 +231,8 @@ func TestRealSystemd(t *testing.T) {
 		t.Logf("of molt upgrade's %d lines, journalctl -u %s shows %d", len(cli), unit, inUnit)
 		os.Remove(marker)
 
-		took = took[:0]
 		prev := before
-		for i := range 10 {
-			start := time.Now()
-			code, out := sd.reload(unit)
-			took = append(took, time.Since(start))
-			p := sd.show(unit, reloadProps...)
-			if i == 0 {
-				t.Logf("good reload: systemctl reload exit code %d, output %q", code, strings.TrimSpace(out))
-				logProps(t, unit, "after a good reload", p)
-			}
+		took = reloads(t, sd, unit, "good", func(i, code int, p map[string]string) {
 			pid, _ := strconv.Atoi(p["MainPID"])
 			if code != 0 || p["ReloadResult"] != "success" {
 				t.Errorf("good reload %d: exit code %d, ReloadResult=%s; want 0 and success", i+1, code, p["ReloadResult"])
@@ -262,7 +244,7 @@ func TestRealSystemd(t *testing.T) {
 				t.Errorf("good reload %d returned, but MainPID %d has not reported serving", i+1, pid)
 			}
 			prev = pid
-		}
+		})
 		t.Logf("10 good reloads: %s", durations(took))
 		waitFor(t, "the old generations to exit", 60*time.Second, func() bool {
 			return len(ev.find("exit", fmt.Sprintf("pid=%d", before))) == 1 && len(ev.find("exit")) >= 30
@@ -646,6 +628,27 @@ func stopWithSlowRequest(t *testing.T, sd *nsSystemd, unit, url string, d time.D
 	}
 	errs := wait()
 	return took, errs, sd.show(unit, append(reloadProps, "ExecMainStatus", "ExecMainCode")...)
+}
+
+// reloads runs systemctl reload on unit 10 times and calls check after
+// each with the reload's number (from 0), its exit code and the unit's
+// reloadProps then; the first is logged as a "kind" reload. It returns
+// how long each reload took.
+func reloads(t *testing.T, sd *nsSystemd, unit, kind string, check func(i, code int, p map[string]string)) []time.Duration {
+	t.Helper()
+	var took []time.Duration
+	for i := range 10 {
+		start := time.Now()
+		code, out := sd.reload(unit)
+		took = append(took, time.Since(start))
+		p := sd.show(unit, reloadProps...)
+		if i == 0 {
+			t.Logf("%s reload: systemctl reload exit code %d, output %q", kind, code, strings.TrimSpace(out))
+			logProps(t, unit, "after a "+kind+" reload", p)
+		}
+		check(i, code, p)
+	}
+	return took
 }
 
 // logProps logs properties in a stable order.
