@@ -65,6 +65,16 @@ var (
 	// ErrNoSuccessor: no successor has taken over from this generation (or
 	// it is gone), so there is nobody to hand a connection to.
 	ErrNoSuccessor = errors.New("molt: no successor to hand the connection to")
+
+	// ErrRolledBack matches (with [errors.Is]) the [*ChildError] of an
+	// upgrade whose successor died, or asked to be replaced, during
+	// [Options.Probation]: this generation took the service back.
+	ErrRolledBack = errors.New("molt: rolled back")
+
+	// ErrNoProbation is returned by [Upgrader.RollBack] when no parent
+	// generation is on probation for this one: there is nobody to take
+	// the service back.
+	ErrNoProbation = errors.New("molt: no parent generation on probation")
 )
 
 // errStopBeforeReady is what a successor that stops before Ready tells its
@@ -84,6 +94,10 @@ const (
 	// was killed, hung or reported a failure, whether or not it had read
 	// the whole inventory.
 	StageInit
+	// StageProbation: the successor had taken over, but died or asked to
+	// be replaced within [Options.Probation]; this generation took the
+	// service back (the error matches [ErrRolledBack]).
+	StageProbation
 )
 
 func (s Stage) String() string {
@@ -94,6 +108,8 @@ func (s Stage) String() string {
 		return "hand-off"
 	case StageInit:
 		return "init"
+	case StageProbation:
+		return "probation"
 	}
 	return fmt.Sprintf("Stage(%d)", int(s))
 }
@@ -120,10 +136,19 @@ func (e *ChildError) Error() string {
 	if e.PID == 0 {
 		return fmt.Sprintf("molt: upgrade failed: successor did not start: %v", e.Err)
 	}
+	if e.Stage == StageProbation {
+		return fmt.Sprintf("molt: rolled back: successor pid %d during probation: %v", e.PID, e.Err)
+	}
 	return fmt.Sprintf("molt: upgrade failed: successor pid %d failed during %s: %v", e.PID, e.Stage, e.Err)
 }
 
 func (e *ChildError) Unwrap() error { return e.Err }
+
+// Is reports whether e is a rollback ([ErrRolledBack]); the cause is
+// matched through Unwrap.
+func (e *ChildError) Is(target error) bool {
+	return target == ErrRolledBack && e.Stage == StageProbation
+}
 
 // ReportedError is the failure a successor reported over the hand-off
 // channel before it exited: its [New] failed (for example, it speaks another

@@ -10,3 +10,7 @@ func SetTestHookBatchSent(f func(sent, left int)) { testHookBatchSent = f }
 
 // SendBatch is how many entries an upgrade sends at a time.
 const SendBatch = sendBatch
+
+// SetTestHookResumed sets the hook a parent calls when it accepts again at
+// a rollback (see testHookResumed).
+func SetTestHookResumed(f func()) { testHookResumed = f }

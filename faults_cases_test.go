@@ -72,6 +72,8 @@ func TestFaults(t *testing.T) {
 		{"PID file directory unwritable", pidFileUnwritable},
 		{"RLIMIT_NOFILE too low for the inventory", nofileTooLow},
 		{"50 concurrent upgrade requests", concurrentUpgrades},
+		{"successor exits during its probation: rolled back", successorFailsProbation("exit-in-probation", "exiting")},
+		{"successor asks to be rolled back during its probation", successorFailsProbation("rollback-in-probation", "rolling-back")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -669,5 +671,75 @@ func staleSocket(t *testing.T, path string) {
 	ln.Close()
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// successorFailsProbation: generation 1 keeps its successor on probation;
+// the successor takes over, serves, then fails as fault says (and reports
+// it with the event said). Generation 1 accepts again at once on the same
+// sockets: nothing is refused, only what the successor had accepted dies
+// with it. A later successor passes its probation, and generation 1 then
+// drains as without one.
+func successorFailsProbation(fault, said string) func(*testing.T, *harness) outcome {
+	return func(t *testing.T, h *harness) outcome {
+		const probation = 5 * time.Second // far longer than the successor lives
+		ip := h.startInProc(molt.Options{ReadyTimeout: 30 * time.Second, Probation: probation}, "tcp", "127.0.0.1:0", nil)
+		h.startLoad(ip.tg)
+		h.probe("before", ip.pid)
+		ip.role(h, fault)
+		h.beginFault()
+		err := ip.upgrade(t)
+		h.endFault()
+		var ce *molt.ChildError
+		if !errors.As(err, &ce) || !errors.Is(err, molt.ErrRolledBack) || ce.Stage != molt.StageProbation {
+			t.Fatalf("Upgrade = %v, want a rollback: a ChildError at stage probation", err)
+		}
+		h.markKilled(ce.PID, time.Now())
+		ready := h.wait("ready")
+		f := h.wait(said)
+		if n, _ := strconv.Atoi(f["served"]); ready["pid"] != strconv.Itoa(ce.PID) || f["pid"] != ready["pid"] || n < 20 {
+			t.Errorf("successor %s (ready as %s) failed after serving %s requests, want successor %d after 20 or more", f["pid"], ready["pid"], f["served"], ce.PID)
+		}
+		switch fault {
+		case "exit-in-probation":
+			if exitCode(err) != 3 {
+				t.Errorf("Upgrade = %v, want the successor's exit status 3", err)
+			}
+		case "rollback-in-probation":
+			var re *molt.ReportedError
+			if !errors.As(err, &re) || re.Reason != "health check failed" || !signalled(err, syscall.SIGKILL) && ce.State == nil {
+				t.Errorf("Upgrade = %v, want the reported reason \"health check failed\"", err)
+			}
+			if f["err"] != "<nil>" {
+				t.Errorf("RollBack in the successor = %s, want nil", f["err"])
+			}
+		}
+		if !strings.HasPrefix(err.Error(), fmt.Sprintf("molt: rolled back: successor pid %d during probation: ", ce.PID)) {
+			t.Errorf("Upgrade's error says %q, want it to begin \"molt: rolled back: successor pid %d during probation: \"", err, ce.PID)
+		}
+		h.probe("after", ip.pid)
+		h.ld.waitMore(t, h.ld.snapshot(), ip.pid, 20)
+
+		// The next successor passes its probation. The commit hooks run
+		// at its end, when the successor serves alone.
+		ip.role(h, "")
+		ip.setOnCommit(func(pid int) { h.probe("during", pid) })
+		began := time.Now()
+		if err := ip.upgrade(t); err != nil {
+			t.Fatalf("later Upgrade = %v, want nil", err)
+		}
+		if took := time.Since(began); took < probation {
+			t.Errorf("later Upgrade returned after %v, before its probation (%v) ended", took, probation)
+		}
+		r := h.wait("ready")
+		succ, _ := strconv.Atoi(r["pid"])
+		ip.takeOver(t)
+		h.probe("after", succ)
+		h.ld.waitMore(t, h.ld.snapshot(), succ, 20)
+		h.onTeardown(func() { h.stopService(ip.tg, succ) })
+		return outcome{
+			upgrade:  fmt.Sprintf("1st rolled back: %v; 2nd passes its probation", ce.Err),
+			servedBy: []server{{"parent", ip.pid}, {"successor", ce.PID}, {"2nd successor", succ}},
+		}
 	}
 }

@@ -5,6 +5,7 @@ package molt_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,7 @@ const (
 	envFaultFiles   = "MOLT_FAULT_FILES"   // generation 1 adds this many files ("f0"...) before its listener; successors claim them
 	envFaultExtra   = "MOLT_FAULT_EXTRA"   // "network address" of a second listener
 	envFaultPIDFile = "MOLT_FAULT_PIDFILE" // Options.PIDFile
+	envFaultAfter   = "MOLT_FAULT_AFTER"   // for the *-in-probation faults: fail this long after Ready, not after 20 requests
 )
 
 func init() { roles["fault"] = roleFault }
@@ -57,6 +59,9 @@ func init() { roles["fault"] = roleFault }
 //	pause-before-new     once the whole hand-off is queued, waits for its parent's death before New
 //	pause-mid-inventory  the same, but between two inventory batches
 //	pause-before-ready   serves, then waits for its parent's death (WaitForParent) before Ready
+//	exit-in-probation    after Ready, exits with status 3 once it served 20 requests, or MOLT_FAULT_AFTER after Ready
+//	rollback-in-probation after Ready, calls RollBack then (its parent has it on probation)
+//	stop-in-probation    after Ready, tries to upgrade, then stops
 //
 // With no fault it serves. Processes that fail never accepted a connection,
 // except serve-then-crash. Every step is reported as an event.
@@ -182,6 +187,30 @@ func roleFault() int {
 		serve()
 	}
 	proctest.Say("ready pid=%d gen=%d addr=%s", pid, u.Generation(), ln.Addr())
+	switch fault {
+	case "exit-in-probation", "rollback-in-probation":
+		if after, err := time.ParseDuration(os.Getenv(envFaultAfter)); err == nil {
+			time.Sleep(after) // the fault: how long it lives after Ready
+		} else {
+			select {
+			case <-servedEnough:
+			case <-time.After(time.Minute):
+			}
+		}
+		if fault == "exit-in-probation" {
+			proctest.Say("exiting step=probation pid=%d served=%d at=%d", pid, served.Load(), time.Now().UnixNano())
+			os.Exit(3)
+		}
+		err := u.RollBack(errors.New("health check failed"))
+		proctest.Say("rolling-back step=probation pid=%d served=%d err=%v", pid, served.Load(), err)
+		select {} // until the parent kills this process
+	case "stop-in-probation":
+		err := u.Upgrade(context.Background())
+		proctest.Say("upgrade-refused step=probation pid=%d in-progress=%t err=%q", pid, errors.Is(err, molt.ErrUpgradeInProgress), errorText(err))
+		u.Stop()
+		proctest.Say("stopped step=probation pid=%d", pid)
+		return 0
+	}
 	go func() {
 		for range hup {
 			err := u.Upgrade(context.Background())
@@ -264,4 +293,11 @@ func waitHandoffQueued(ppid, files int) {
 	}
 	proctest.Say("queue-timeout have=%d want=%d", have, want)
 	os.Exit(17) // the test then misses the "paused" event and says so
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -148,6 +148,9 @@ type inventory struct {
 	// batch of their entry: of files (see plan) and of entries their users
 	// closed before it was sent (see keepForHandoffLocked).
 	earlyDups map[*entry]int
+	// paused is set while the listeners do not accept (a probation, see
+	// pauseAccept); it is closed when they accept again.
+	paused chan struct{}
 }
 
 func newInventory(log *slog.Logger) *inventory {

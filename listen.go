@@ -210,25 +210,34 @@ type listener struct {
 	mu     sync.Mutex // protects queue and closed
 	queue  []net.Conn // connections the parent handed over, not yet accepted
 	closed bool
+	wake   chan struct{} // poked by push and Close for an Accept waiting out a pause
 }
 
 func newListener(ln net.Listener, inv *inventory, e *entry) *listener {
-	return &listener{Listener: ln, inv: inv, e: e}
+	return &listener{Listener: ln, inv: inv, e: e, wake: make(chan struct{}, 1)}
 }
 
 // Accept returns the next connection: one the parent generation handed
 // over (see HandOver), or a new one from the kernel. Connections are
-// wrapped so that they can be handed over in turn.
+// wrapped so that they can be handed over in turn. During a probation it
+// takes none from the kernel (see pauseAccept).
 func (l *listener) Accept() (net.Conn, error) {
 	for {
 		if c := l.pop(); c != nil {
 			return c, nil
 		}
+		if resumed := l.inv.acceptPaused(); resumed != nil {
+			if err := l.awaitResume(resumed); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		c, err := l.Listener.Accept()
 		if err != nil {
 			if isTimeout(err) && !l.isClosed() {
-				// push woke us with a deadline in the past (nobody else
-				// can set one on this listener): clear it, take the queue.
+				// push or a pause woke us with a deadline in the past
+				// (nobody else can set one on this listener): clear it,
+				// take the queue, look for the pause.
 				l.setDeadline(time.Time{})
 				continue
 			}
@@ -249,6 +258,7 @@ func (l *listener) push(c net.Conn) bool {
 	l.queue = append(l.queue, newAcceptedConn(c, l))
 	l.mu.Unlock()
 	l.setDeadline(time.Unix(1, 0))
+	l.poke()
 	return true
 }
 
@@ -278,6 +288,7 @@ func (l *listener) setDeadline(t time.Time) {
 
 func (l *listener) Close() error {
 	l.closeQueue()
+	l.poke()
 	return l.inv.release(l.e)
 }
 

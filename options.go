@@ -44,6 +44,30 @@ type Options struct {
 	// the same executable path, arguments, working directory and
 	// environment as this process, with its standard streams.
 	Command func(cmd *exec.Cmd) error
+
+	// Probation, if positive, keeps this generation able to take the
+	// service back for that long after its successor took over. Once the
+	// successor has taken the ACK (its Ready returned), this generation
+	// stops accepting but keeps its sockets open, goes on serving the
+	// connections it has, and does not drain yet: Upgrade is still
+	// running and Exit stays open. If the successor dies (it exits or is
+	// killed) or calls [Upgrader.RollBack] within the probation, this
+	// generation accepts again at once on the same sockets (connections
+	// that were waiting in their queues are not lost), kills the
+	// successor with its process group, rewrites [Options.PIDFile], and
+	// Upgrade returns a [*ChildError] at [StageProbation] that matches
+	// [ErrRolledBack]; what the successor had accepted is lost with it.
+	// If the successor survives, or stops on purpose ([Upgrader.Stop]),
+	// the commit hooks run (so, under systemd, the main PID moves only
+	// then), the successor is told, and Upgrade returns nil: drain and
+	// exit as without a probation. Meanwhile the successor cannot start an
+	// upgrade of its own ([ErrUpgradeInProgress]). Zero means no
+	// probation: the successor is on its own once it took the ACK, and
+	// this generation drains at once. It is off by default because it
+	// keeps this generation's code and memory for the window and makes
+	// Upgrade (and a reload) last that much longer; a few seconds catch a
+	// successor that crashes on its first requests.
+	Probation time.Duration
 }
 
 func (o *Options) readyTimeout() time.Duration {

@@ -63,9 +63,26 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	}()
 	u.log.Info("molt: upgrade started", "entries", len(plan))
 	s, err := u.runUpgrade(ctx, plan)
-	if err == nil {
+	switch {
+	case err != nil:
+	case u.opts.Probation > 0:
+		// The commit waits for the end of the probation: until then this
+		// generation may take the service back, so it stays, for
+		// everyone else (systemd), the service.
+		err = u.acknowledge(s, true)
+		stopping := false
+		if err == nil {
+			stopping, err = u.probation(ctx, s)
+		}
+		if err == nil {
+			u.commit(s)
+			if !stopping {
+				u.endProbation(s)
+			}
+		}
+	default:
 		u.commit(s)
-		err = u.acknowledge(s)
+		err = u.acknowledge(s, false)
 	}
 	ev := Event{Time: start, Duration: time.Since(start), Err: err}
 	if ce := (*ChildError)(nil); errors.As(err, &ce) {
@@ -74,6 +91,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		ev.SuccessorPID = s.pid()
 	}
 	if err != nil {
+		u.inv.resumeAccept() // after a rollback, accepting again already
 		u.inv.endSend(false)
 		if perr := u.writePIDFile(); perr != nil {
 			u.log.Warn("molt: could not restore the PID file after a failed upgrade", "err", perr)
@@ -100,6 +118,11 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 func (u *Upgrader) beginUpgrade(start time.Time) ([]*entry, error) {
 	if u.lc.stopRequested() { // Stop began: it would not wait for this upgrade
 		return nil, ErrStopped
+	}
+	if p := u.parent; p != nil && p.probation.Load() {
+		// The parent's upgrade is still running: it would take the
+		// service back when this process ends after its own upgrade.
+		return nil, fmt.Errorf("%w: the parent generation (pid %d) has this one on probation", ErrUpgradeInProgress, p.pid)
 	}
 	if u.generation >= handoff.MaxGeneration {
 		return nil, fmt.Errorf("molt: generation %d is the last the hand-off protocol counts; restart the service to start again from 1", u.generation)
@@ -171,14 +194,20 @@ func (u *Upgrader) commit(s *process) {
 	}
 }
 
-// acknowledge sends the ACK that ends the successor's Ready, before this
-// generation commits. A successor that died right after READY cannot take
-// it (the write fails, or it closes its end with the ACK unread): the
-// upgrade fails, and this generation serves on.
-func (u *Upgrader) acknowledge(s *process) error {
+// acknowledge sends the ACK that ends the successor's Ready (after
+// PROBATION, if a probation follows). A successor that died right after
+// READY cannot take it (the write fails, or it closes its end with the ACK
+// unread): the upgrade fails, and this generation serves on.
+func (u *Upgrader) acknowledge(s *process, probation bool) error {
 	s.sendMu.Lock()
 	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err := s.conn.SendAck()
+	var err error
+	if probation {
+		err = s.conn.SendProbation()
+	}
+	if err == nil {
+		err = s.conn.SendAck()
+	}
 	s.conn.SetWriteDeadline(time.Time{})
 	s.sendMu.Unlock()
 	if err == nil {

@@ -235,6 +235,9 @@ func (s *process) fail(stage Stage, cause error, grace time.Duration, preferExit
 		cause = s.waitErr
 		if cause == nil {
 			cause = errors.New("exited with status 0 before READY")
+			if stage == StageProbation {
+				cause = errors.New("exited with status 0")
+			}
 		}
 	}
 	return &ChildError{PID: s.pid(), Stage: stage, Err: cause, State: s.cmd.ProcessState}

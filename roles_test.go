@@ -246,7 +246,7 @@ func roleCommand(role, addr string, stdout, stdin *os.File, env ...string) func(
 }
 
 // pipe returns an events reader and the write end for role processes.
-func pipe(t *testing.T) (*proctest.Events, *os.File) {
+func pipe(t testing.TB) (*proctest.Events, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moltgo/molt/internal/handoff"
@@ -28,9 +29,17 @@ type parentLink struct {
 	conn *handoff.Conn
 	pid  int
 
-	sendMu sync.Mutex    // serialises this side's writes (READY, FAILED)
-	acked  chan struct{} // closed when the parent acknowledged READY
-	gone   chan struct{} // closed when the channel ended (or, if it broke, at Stop)
+	sendMu sync.Mutex // serialises this side's writes (READY, FAILED, STOP)
+	// probation is set while the parent can still take the service back
+	// (from PROBATION until COMMITTED or the channel's end).
+	probation atomic.Bool
+	acked     chan struct{} // closed when the parent acknowledged READY
+	gone      chan struct{} // closed when the channel ended (or, if it broke, at Stop)
+	// committed is closed when the parent can no longer take the service
+	// back: at the ACK without a probation, at COMMITTED, or at the end
+	// of the channel (see Upgrader.Committed).
+	committed     chan struct{}
+	committedOnce sync.Once
 }
 
 // connect opens the channel named by envHandoffFD and reads the HELLO. On
@@ -60,7 +69,7 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 		c.Close()
 		return nil, handoff.Hello{}, err
 	}
-	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{})}
+	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{}), committed: make(chan struct{})}
 	return p, hello, nil
 }
 
@@ -97,6 +106,9 @@ func (u *Upgrader) receive(p *parentLink, n int) {
 	}
 	u.watch(p)
 }
+
+// commit records that the parent can no longer take the service back.
+func (p *parentLink) commit() { p.committedOnce.Do(func() { close(p.committed) }) }
 
 // fail tells the parent that this successor failed and why, so that its
 // Upgrade reports the cause rather than an exit status or a later Stop.
@@ -150,6 +162,8 @@ func (u *Upgrader) tellReady(p *parentLink) {
 // or exits.
 func (u *Upgrader) watch(p *parentLink) {
 	defer close(p.gone)
+	defer p.commit() // a parent that is gone takes nothing back
+	defer p.probation.Store(false)
 	acked := false
 	for {
 		m, err := p.conn.RecvMessage()
@@ -165,7 +179,16 @@ func (u *Upgrader) watch(p *parentLink) {
 		switch {
 		case m.Type == handoff.TypeAck && !acked:
 			acked = true
+			if !p.probation.Load() {
+				p.commit()
+			}
 			close(p.acked)
+		case m.Type == handoff.TypeProbation && !acked:
+			p.probation.Store(true)
+		case m.Type == handoff.TypeCommitted && acked:
+			p.probation.Store(false)
+			p.commit()
+			u.log.Info("molt: the parent's probation passed", "parent_pid", p.pid)
 		case m.Type == handoff.TypeConn:
 			u.receiveConn(m)
 		default:

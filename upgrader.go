@@ -211,6 +211,24 @@ func (u *Upgrader) ParentPID() int {
 	return u.parent.pid
 }
 
+// closedChan is closed from the start: a generation 1 has nothing to wait
+// for in Committed.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Committed returns a channel closed once no other generation can take
+// the service back from this one: in generation 1 at once; in a successor
+// when its parent committed the upgrade — when Ready returns, unless the
+// parent has it on probation ([Options.Probation]), then when the
+// probation passed — or when the parent is gone. Until then this process
+// serves but is not yet, for example to systemd, the service's main
+// process; package systemd waits for it.
+func (u *Upgrader) Committed() <-chan struct{} {
+	if u.parent == nil {
+		return closedChan
+	}
+	return u.parent.committed
+}
+
 // WaitForParent blocks until the parent generation has stopped or exited
 // (at once if there is none), and returns nil then, or ctx's error first.
 func (u *Upgrader) WaitForParent(ctx context.Context) error {
@@ -261,6 +279,8 @@ func (u *Upgrader) Stop() {
 	if u.parent != nil {
 		if before == StateStarting {
 			u.parent.fail(errStopBeforeReady)
+		} else {
+			u.parent.tellStopping()
 		}
 		u.parent.conn.Close()
 	}

@@ -367,10 +367,12 @@ func (s *Service) notifyLocked(ctx context.Context, what string, a ...Assignment
 }
 
 // ready runs at EventReady: it closes the passed descriptors nobody
-// claimed, updates the file descriptor store, and announces the first
-// generation. A successor was announced by its parent (the hand-over
-// datagram, processed by systemd before the parent acknowledged the
-// successor's READY, and so before this runs): it is the main process now.
+// claimed and, once this process is the main process, takes that role. A
+// successor was announced by its parent (the hand-over datagram, processed
+// by systemd before the parent committed): it is the main process when
+// the Upgrader says the parent committed — at once without a probation
+// (the commit came before the ACK that ended Ready), else when the
+// probation passed.
 func (s *Service) ready() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,6 +382,30 @@ func (s *Service) ready() {
 		closeFD(p.fd)
 		s.log.Info("systemd: closed a passed descriptor nobody claimed", "name", p.name)
 	}
+	select {
+	case <-s.upg.Committed():
+		s.becomeMainLocked(unclaimed)
+		return
+	default:
+	}
+	s.wg.Add(1)
+	go func() { // ends at the commit or at Close
+		defer s.wg.Done()
+		select {
+		case <-s.upg.Committed():
+		case <-s.closing:
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.becomeMainLocked(unclaimed)
+	}()
+}
+
+// becomeMainLocked takes the main process's role: it updates the file
+// descriptor store, announces the first generation and pings the
+// watchdog. s.mu is held.
+func (s *Service) becomeMainLocked(unclaimed []passedFD) {
 	s.main = true
 	if s.closed || s.stopping {
 		return

@@ -54,6 +54,15 @@ func (c *Conn) SendConn(e Entry, fd int) error { return ErrNotSupported }
 // SendAck returns ErrNotSupported.
 func (c *Conn) SendAck() error { return ErrNotSupported }
 
+// SendProbation returns ErrNotSupported.
+func (c *Conn) SendProbation() error { return ErrNotSupported }
+
+// SendCommitted returns ErrNotSupported.
+func (c *Conn) SendCommitted() error { return ErrNotSupported }
+
+// SendStop returns ErrNotSupported.
+func (c *Conn) SendStop() error { return ErrNotSupported }
+
 // RecvHello returns ErrNotSupported.
 func (c *Conn) RecvHello() (Hello, error) { return Hello{}, ErrNotSupported }
 

@@ -200,6 +200,15 @@ func (c *Conn) SendConn(e Entry, fd int) error {
 // write deadline passes.
 func (c *Conn) SendAck() error { return c.write(AppendFrame(nil, TypeAck, nil), nil) }
 
+// SendProbation writes PROBATION: the ACK that follows starts a probation.
+func (c *Conn) SendProbation() error { return c.write(AppendFrame(nil, TypeProbation, nil), nil) }
+
+// SendCommitted writes COMMITTED: the probation passed.
+func (c *Conn) SendCommitted() error { return c.write(AppendFrame(nil, TypeCommitted, nil), nil) }
+
+// SendStop writes STOP: the child stops on purpose during its probation.
+func (c *Conn) SendStop() error { return c.write(AppendFrame(nil, TypeStop, nil), nil) }
+
 // RecvHello reads the first frame, which must be HELLO, and returns its
 // content. It blocks until a frame arrives or the read deadline passes.
 // It returns io.EOF if the stream ends before the frame,

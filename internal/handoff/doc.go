@@ -9,7 +9,8 @@
 //	length  uint32, big endian: the number of bytes that follow (version, type, payload)
 //	version uint8:  [Version]; a frame of another version is rejected with a *[VersionError]
 //	type    uint8:  one of the [Type] constants
-//	payload length-2 bytes, at most [MaxPayload]; empty for READY and ACK
+//	payload length-2 bytes, at most [MaxPayload]; empty for READY, ACK, PROBATION,
+//	        COMMITTED and STOP
 //
 // Integers inside payloads are unsigned varints (encoding/binary), strings a
 // varint length followed by that many bytes. Unknown frame types, short or
@@ -28,7 +29,16 @@
 //	child  → parent READY      the child serves; or
 //	child  → parent FAILED     reason: the child gives up (its init failed, it stopped, or it
 //	                           cannot speak this protocol version)
-//	parent → child  ACK        the parent has committed the upgrade and stops accepting
+//	parent → child  PROBATION  only with a probation: the ACK that follows starts it
+//	parent → child  ACK        the parent stops accepting: the child serves now
+//	parent → child  CONN       an idle connection to serve, with its descriptor (while draining)
+//
+// With a probation the parent keeps its sockets, and takes the service back
+// if the child dies before the probation ends; meanwhile:
+//
+//	child  → parent FAILED     reason: the child asks to be replaced by its parent again
+//	child  → parent STOP       the child stops on purpose: the parent must not take over again
+//	parent → child  COMMITTED  the probation passed; the parent drains
 //
 // The parent keeps its end open until it stops, so end-of-file on the child's
 // side means "the parent is gone".

@@ -44,10 +44,16 @@ const (
 	TypeFailed    Type = 4 // child → parent: the child gives up, with a reason
 	TypeAck       Type = 5 // parent → child: the parent committed the upgrade
 	TypeConn      Type = 6 // parent → child, after ACK: an idle connection to serve, with its descriptor
+	// Probation (see the package documentation): the parent keeps the
+	// service's sockets for a while after the ACK and takes the service
+	// back if the child dies.
+	TypeProbation Type = 7 // parent → child, right before ACK: a probation follows it
+	TypeCommitted Type = 8 // parent → child, after ACK: the probation passed; the parent drains
+	TypeStop      Type = 9 // child → parent, during a probation: the child stops on purpose; do not take the service back
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
-// "READY", "FAILED", "ACK"), or "Type(n)" for an unknown value.
+// "READY", "FAILED", "ACK", ...), or "Type(n)" for an unknown value.
 func (t Type) String() string {
 	switch t {
 	case TypeHello:
@@ -62,17 +68,33 @@ func (t Type) String() string {
 		return "ACK"
 	case TypeConn:
 		return "CONN"
+	case TypeProbation:
+		return "PROBATION"
+	case TypeCommitted:
+		return "COMMITTED"
+	case TypeStop:
+		return "STOP"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypeConn }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeStop }
+
+// empty reports whether frames of type t carry no payload.
+func (t Type) empty() bool {
+	switch t {
+	case TypeReady, TypeAck, TypeProbation, TypeCommitted, TypeStop:
+		return true
+	}
+	return false
+}
 
 // AppendFrame appends a complete frame (header and payload) of type t,
 // written with [Version], to dst and returns the extended slice. It does not
 // validate its arguments: callers keep payload within [MaxPayload] (the
-// receiver rejects larger frames) and use empty payloads for READY and ACK.
+// receiver rejects larger frames) and use empty payloads for READY, ACK,
+// PROBATION, COMMITTED and STOP.
 func AppendFrame(dst []byte, t Type, payload []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(2+len(payload)))
 	dst = append(dst, Version, byte(t))
@@ -83,7 +105,8 @@ func AppendFrame(dst []byte, t Type, payload []byte) []byte {
 // the number of payload bytes that follow it. The version is checked first:
 // a frame of another version yields a *[VersionError]. A length shorter than
 // the version and type bytes, a payload larger than [MaxPayload], an unknown
-// type, or a non-empty payload on a READY or ACK frame yields an error
+// type, or a non-empty payload on a READY, ACK, PROBATION, COMMITTED or
+// STOP frame yields an error
 // wrapping [ErrMalformed].
 func ParseHeader(hdr [6]byte) (t Type, payloadLen int, err error) {
 	if hdr[4] != Version {
@@ -100,7 +123,7 @@ func ParseHeader(hdr [6]byte) (t Type, payloadLen int, err error) {
 	if !t.valid() {
 		return 0, 0, malformed("unknown frame type %d", hdr[5])
 	}
-	if (t == TypeReady || t == TypeAck) && payloadLen != 0 {
+	if t.empty() && payloadLen != 0 {
 		return 0, 0, malformed("%v frame with a payload of %d bytes, want none", t, payloadLen)
 	}
 	return t, payloadLen, nil

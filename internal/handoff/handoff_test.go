@@ -94,10 +94,13 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"payload one over", header(MaxPayload+3, Version, TypeInventory), "payload of 1048577 bytes exceeds"},
 		{"max length", header(math.MaxUint32, Version, TypeHello), "exceeds 1048576"},
 		{"type 0", header(2, Version, 0), "unknown frame type 0"},
-		{"type 7", header(2, Version, 7), "unknown frame type 7"},
+		{"type 200", header(2, Version, 200), "unknown frame type 200"},
 		{"type 255", header(2, Version, 255), "unknown frame type 255"},
 		{"ready with payload", header(3, Version, TypeReady), "READY frame with a payload of 1 bytes"},
 		{"ack with payload", header(12, Version, TypeAck), "ACK frame with a payload of 10 bytes"},
+		{"probation with payload", header(3, Version, TypeProbation), "PROBATION frame with a payload of 1 bytes"},
+		{"committed with payload", header(3, Version, TypeCommitted), "COMMITTED frame with a payload of 1 bytes"},
+		{"stop with payload", header(3, Version, TypeStop), "STOP frame with a payload of 1 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			typ, n, err := ParseHeader(tc.hdr)
