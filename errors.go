@@ -26,6 +26,12 @@ var (
 	// socket created then would not reach the successor).
 	ErrUpgradeInProgress = errors.New("molt: upgrade in progress")
 
+	// ErrGenerationChanged is returned by [Upgrader.UpgradeIfGeneration]
+	// when this process does not serve as the generation the caller named:
+	// someone else upgraded the service since the caller looked. Nothing
+	// was started.
+	ErrGenerationChanged = errors.New("molt: the serving generation is not the one named")
+
 	// ErrUpgraded is returned by [Upgrader.Upgrade] and the Listen and Add
 	// methods after an upgrade succeeded: this generation only drains now.
 	ErrUpgraded = errors.New("molt: already upgraded")

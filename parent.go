@@ -113,6 +113,22 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	return nil
 }
 
+// UpgradeIfGeneration is [Upgrader.Upgrade] on a condition: that this
+// process serves as generation n ([Upgrader.Generation]). Otherwise it
+// starts nothing and returns an error matching [ErrGenerationChanged] that
+// names both generations. It is for deploy tools that read the generation,
+// decide, and then upgrade: two of them that read the same generation
+// cannot stack two upgrades, since the second finds the first one's
+// successor serving. A process that was already replaced returns
+// [ErrUpgraded], as Upgrade does, so that a caller going through the
+// control socket asks the serving generation.
+func (u *Upgrader) UpgradeIfGeneration(ctx context.Context, n uint64) error {
+	if u.generation != n && u.lc.now() != StateDraining {
+		return fmt.Errorf("%w: generation %d serves (pid %d), not generation %d", ErrGenerationChanged, u.generation, os.Getpid(), n)
+	}
+	return u.Upgrade(ctx)
+}
+
 // beginUpgrade moves ready → upgrading and plans the hand-off: the
 // entries to send, in inventory order.
 func (u *Upgrader) beginUpgrade(start time.Time) ([]*entry, error) {

@@ -39,7 +39,11 @@ type Client struct {
 // service goes on serving); another upgrade running returns one unwrapping
 // to [ErrInProgress]. The other errors are those of [Client.Do].
 func (c *Client) Upgrade(ctx context.Context) (*UpgradeResult, error) {
-	rep, err := c.Do(ctx, OpUpgrade)
+	return c.upgrade(ctx, Request{V: Version, Op: OpUpgrade})
+}
+
+func (c *Client) upgrade(ctx context.Context, req Request) (*UpgradeResult, error) {
+	rep, err := c.DoRequest(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -50,6 +54,18 @@ func (c *Client) Upgrade(ctx context.Context) (*UpgradeResult, error) {
 		return nil, fmt.Errorf("%w: upgrade reply without a result", ErrProtocol)
 	}
 	return rep.Upgrade, nil
+}
+
+// UpgradeIfGeneration is [Client.Upgrade] on a condition: the service
+// upgrades only if generation n serves. Otherwise nothing is started and
+// it returns an [*Error] unwrapping to [ErrGenerationChanged], whose
+// message names the serving generation. A server that does not know
+// conditions refuses the request ([ErrProtocol]) rather than ignoring it.
+func (c *Client) UpgradeIfGeneration(ctx context.Context, n uint64) (*UpgradeResult, error) {
+	if n == 0 {
+		return nil, errors.New("control: UpgradeIfGeneration: generation 0 does not exist (the first is 1)")
+	}
+	return c.upgrade(ctx, Request{V: Version, Op: OpUpgrade, IfGeneration: n})
 }
 
 // Stop asks the service to stop gracefully. It returns nil once the
@@ -92,8 +108,15 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // when ctx ended the error also matches its error) or [ErrProtocol] (the
 // reply could not be read).
 func (c *Client) Do(ctx context.Context, op Op) (*Reply, error) {
+	return c.DoRequest(ctx, Request{V: Version, Op: op})
+}
+
+// DoRequest is [Client.Do] with the whole request, for one that carries a
+// condition ([Request.IfGeneration]). req.V should be [Version].
+func (c *Client) DoRequest(ctx context.Context, req Request) (*Reply, error) {
+	op := req.Op
 	for attempt := 1; ; attempt++ {
-		rep, err := c.roundTrip(ctx, op)
+		rep, err := c.roundTrip(ctx, req)
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +134,8 @@ func (c *Client) Do(ctx context.Context, op Op) (*Reply, error) {
 }
 
 // roundTrip sends one request on a new connection and reads its reply.
-func (c *Client) roundTrip(ctx context.Context, op Op) (*Reply, error) {
+func (c *Client) roundTrip(ctx context.Context, req Request) (*Reply, error) {
+	op := req.Op
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, dialError(ctx, op, err)
@@ -122,7 +146,7 @@ func (c *Client) roundTrip(ctx context.Context, op Op) (*Reply, error) {
 
 	// A refusal is written before the request is read: read the reply
 	// even if the request could not be written.
-	_, werr := conn.Write(encodeLine(Request{V: Version, Op: op}))
+	_, werr := conn.Write(encodeLine(req))
 	line, rerr := bufio.NewReader(io.LimitReader(conn, maxReplySize)).ReadBytes('\n')
 	if rerr != nil && (!errors.Is(rerr, io.EOF) || len(line) == 0) {
 		switch {

@@ -42,6 +42,11 @@ var (
 	// was running ([CodeInProgress]); nothing was started.
 	ErrInProgress = errors.New("control: upgrade in progress")
 
+	// ErrGenerationChanged is returned by [Client.UpgradeIfGeneration]
+	// when another generation than the one named serves
+	// ([CodeGenerationChanged]); nothing was started.
+	ErrGenerationChanged = errors.New("control: generation changed")
+
 	// ErrUnavailable is returned by [Client] calls the service cannot serve
 	// now: it is not ready, stopping, busy, or was replaced while the
 	// client kept reaching the old generation ([CodeNotReady],
@@ -50,8 +55,8 @@ var (
 )
 
 // Error is a reply that is not [CodeOK]. It unwraps to the sentinel of its
-// code: [ErrUpgradeFailed], [ErrInProgress], [ErrPermissionDenied],
-// [ErrUnavailable] or [ErrProtocol].
+// code: [ErrUpgradeFailed], [ErrInProgress], [ErrGenerationChanged],
+// [ErrPermissionDenied], [ErrUnavailable] or [ErrProtocol].
 type Error struct {
 	Op      Op // the request: OpUpgrade, OpStop or OpStatus
 	Code    Code
@@ -75,6 +80,8 @@ func codeError(c Code) error {
 		return ErrUpgradeFailed
 	case CodeInProgress:
 		return ErrInProgress
+	case CodeGenerationChanged:
+		return ErrGenerationChanged
 	case CodePermissionDenied:
 		return ErrPermissionDenied
 	case CodeNotReady, CodeStopping, CodeBusy, CodeReplaced:

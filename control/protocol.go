@@ -48,6 +48,10 @@ const (
 	CodeFailed Code = "failed"
 	// CodeInProgress: another upgrade is running; nothing was started.
 	CodeInProgress Code = "in_progress"
+	// CodeGenerationChanged: the request named a generation
+	// ([Request.IfGeneration]) and another one serves; nothing was
+	// started. [Reply.Generation] is the serving one.
+	CodeGenerationChanged Code = "generation_changed"
 	// CodeNotReady: the service has not called Ready yet.
 	CodeNotReady Code = "not_ready"
 	// CodeReplaced: the answering generation was replaced by a successor
@@ -78,12 +82,19 @@ const (
 //
 //	{"v":1,"op":"upgrade"}
 //
-// It has exactly these two fields: a request with another field, or with
-// one of them twice, is refused with [CodeBadRequest] (a later version
-// that adds fields will say so in "v").
+// It has exactly these two fields, and an upgrade request may have a
+// third, "if_generation": a request with another field, or with one of
+// them twice, is refused with [CodeBadRequest] (a later version that adds
+// fields will say so in "v"). So a server that does not know a condition
+// refuses the request instead of ignoring it.
 type Request struct {
 	V  int `json:"v"`  // protocol version: [Version]
 	Op Op  `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
+	// IfGeneration, if not zero, makes an upgrade conditional: it starts
+	// only if that generation serves, and is refused with
+	// [CodeGenerationChanged] otherwise (see
+	// molt.Upgrader.UpgradeIfGeneration).
+	IfGeneration uint64 `json:"if_generation,omitempty"`
 }
 
 // Reply is the server's answer to one request, a JSON object on one line.
@@ -180,8 +191,9 @@ type errRequest struct {
 func (e *errRequest) Error() string { return e.msg }
 
 // decodeRequest parses one request line (without its newline). It accepts
-// a JSON object whose only keys are "v", equal to [Version], and "op", a
-// known op, each exactly once; surrounding white space is ignored.
+// a JSON object whose only keys are "v", equal to [Version], "op", a
+// known op, each exactly once, and for an upgrade "if_generation", a
+// positive integer, at most once; surrounding white space is ignored.
 // Otherwise it returns an *errRequest with the code to answer and, if it
 // could be read, the op.
 //
@@ -211,13 +223,19 @@ func decodeRequest(line []byte) (Request, error) {
 		// and its client should learn that the version is the problem.
 		return r, &errRequest{CodeBadVersion, fmt.Sprintf("protocol version %d not supported (this server speaks %d)", *f.v, Version)}
 	case f.unknown != nil:
-		return r, &errRequest{CodeBadRequest, fmt.Sprintf(`unknown field %s (a version %d request has only "v" and "op")`, quoteShort(*f.unknown), Version)}
+		return r, &errRequest{CodeBadRequest, fmt.Sprintf(`unknown field %s (a version %d request has only "v", "op" and, for an upgrade, "if_generation")`, quoteShort(*f.unknown), Version)}
 	case f.op == nil || r.Op == "":
 		return r, &errRequest{CodeBadRequest, `missing "op"`}
 	}
 	r.V = *f.v
 	switch r.Op {
 	case OpUpgrade, OpStop, OpStatus:
+		if f.ifGeneration != nil {
+			if r.Op != OpUpgrade {
+				return r, &errRequest{CodeBadRequest, fmt.Sprintf(`field "if_generation" is for an upgrade, not for %s`, r.Op)}
+			}
+			r.IfGeneration = *f.ifGeneration
+		}
 		return r, nil
 	}
 	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(string(r.Op)))}
@@ -226,9 +244,10 @@ func decodeRequest(line []byte) (Request, error) {
 // requestFields are the keys of a request object as scanRequest found
 // them; nil where absent.
 type requestFields struct {
-	v       *int
-	op      *string
-	unknown *string // the first key other than "v" and "op"
+	v            *int
+	op           *string
+	ifGeneration *uint64
+	unknown      *string // the first key other than these
 }
 
 // scanRequest reads the keys of the JSON object line one by one. It fails
@@ -273,6 +292,15 @@ func scanRequest(line []byte) (requestFields, error) {
 				return f, &errRequest{CodeBadRequest, `field "op" must be a string`}
 			}
 			f.op = &op
+		case "if_generation":
+			if f.ifGeneration != nil {
+				return f, &errRequest{CodeBadRequest, `duplicate field "if_generation"`}
+			}
+			var g uint64
+			if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &g) != nil || g == 0 {
+				return f, &errRequest{CodeBadRequest, `field "if_generation" must be a positive integer`}
+			}
+			f.ifGeneration = &g
 		default:
 			if f.unknown == nil {
 				f.unknown = &key

@@ -19,6 +19,13 @@ func TestDecodeRequest(t *testing.T) {
 	}{
 		{name: "upgrade", line: `{"v":1,"op":"upgrade"}`, want: Request{V: 1, Op: OpUpgrade}},
 		{name: "stop", line: `{"op":"stop","v":1}`, want: Request{V: 1, Op: OpStop}},
+		{name: "conditional upgrade", line: `{"v":1,"op":"upgrade","if_generation":7}`, want: Request{V: 1, Op: OpUpgrade, IfGeneration: 7}},
+		{name: "condition on a status", line: `{"v":1,"op":"status","if_generation":7}`, code: CodeBadRequest, errHas: `"if_generation" is for an upgrade`},
+		{name: "condition zero", line: `{"v":1,"op":"upgrade","if_generation":0}`, code: CodeBadRequest, errHas: "positive integer"},
+		{name: "condition negative", line: `{"v":1,"op":"upgrade","if_generation":-1}`, code: CodeBadRequest, errHas: "positive integer"},
+		{name: "condition a string", line: `{"v":1,"op":"upgrade","if_generation":"1"}`, code: CodeBadRequest, errHas: "positive integer"},
+		{name: "condition null", line: `{"v":1,"op":"upgrade","if_generation":null}`, code: CodeBadRequest, errHas: "positive integer"},
+		{name: "condition twice", line: `{"v":1,"op":"upgrade","if_generation":1,"if_generation":2}`, code: CodeBadRequest, errHas: `duplicate field "if_generation"`},
 		{name: "status with spaces and CR", line: " {\"v\": 1, \"op\": \"status\"}\r", want: Request{V: 1, Op: OpStatus}},
 		{name: "escaped key", line: `{"\u0076":1,"op":"st\u0061tus"}`, want: Request{V: 1, Op: OpStatus}},
 		{name: "unknown field", line: `{"v":1,"op":"status","id":"x","later":{"a":[1]}}`, code: CodeBadRequest, errHas: `unknown field "id"`},

@@ -514,7 +514,7 @@ func (s *Server) handle(line []byte, p peer) Reply {
 	case req.Op == OpStop:
 		rep.Code = CodeOK
 	case req.Op == OpUpgrade:
-		s.upgrade(&rep)
+		s.upgrade(&rep, req.IfGeneration)
 	}
 	rep.OK = rep.Code == CodeOK
 	level := slog.LevelInfo
@@ -535,17 +535,22 @@ func (s *Server) handle(line []byte, p peer) Reply {
 	return rep
 }
 
-// upgrade runs an upgrade for a request and fills the reply with its
-// result. The upgrade belongs to the server, not to the connection: a
+// upgrade runs an upgrade for a request (if generation ifGen serves, when
+// it is not zero) and fills the reply with its result. The upgrade belongs to the server, not to the connection: a
 // client that goes away does not cancel it.
-func (s *Server) upgrade(rep *Reply) {
+func (s *Server) upgrade(rep *Reply, ifGen uint64) {
 	ctx, cancel := s.base, context.CancelFunc(func() {})
 	if s.opts.UpgradeTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, s.opts.UpgradeTimeout)
 	}
 	defer cancel()
 	start := time.Now()
-	err := s.upg.Upgrade(ctx)
+	var err error
+	if ifGen != 0 {
+		err = s.upg.UpgradeIfGeneration(ctx, ifGen)
+	} else {
+		err = s.upg.Upgrade(ctx)
+	}
 	res := &UpgradeResult{PID: rep.PID, Generation: rep.Generation, Started: start, Duration: time.Since(start)}
 	var ce *molt.ChildError
 	switch {
@@ -561,6 +566,9 @@ func (s *Server) upgrade(rep *Reply) {
 		rep.Code, rep.Error, rep.Upgrade = CodeFailed, err.Error(), res
 	case errors.Is(err, molt.ErrUpgradeInProgress):
 		rep.Code, rep.Error = CodeInProgress, s.inProgressMessage()
+	case errors.Is(err, molt.ErrGenerationChanged):
+		rep.Code = CodeGenerationChanged
+		rep.Error = fmt.Sprintf("generation %d serves, not generation %d; nothing was started", rep.Generation, ifGen)
 	case errors.Is(err, molt.ErrNotReady):
 		rep.Code, rep.Error = CodeNotReady, "the service is not ready yet"
 	case errors.Is(err, molt.ErrUpgraded):

@@ -24,6 +24,7 @@ const (
 	exitUnreachable = 4
 	exitDenied      = 5
 	exitNoReply     = 6
+	exitGeneration  = 7
 )
 
 // envSocket names the environment variable with the default socket path.
@@ -48,6 +49,8 @@ Commands:
 
 Flags (before or after the command):
   -s, --socket PATH   the control socket (default: $MOLT_SOCKET)
+      --if-generation N
+                      upgrade only if generation N serves (refused otherwise)
       --json          print the reply as JSON, for scripts
       --timeout D     give up waiting after D (default: 5m for upgrade, 10s otherwise)
   -h, --help          show this help
@@ -60,6 +63,7 @@ Exit status:
   4  unreachable: no service accepts on the socket
   5  permission denied
   6  no reply within the timeout, or the connection was lost: the outcome is unknown
+  7  another generation than --if-generation's serves; nothing was started
 `
 
 // config is the parsed command line.
@@ -68,6 +72,7 @@ type config struct {
 	socket  string
 	json    bool
 	timeout time.Duration
+	ifGen   uint64 // --if-generation; 0 when not given
 }
 
 // parse reads the command line. Flags may come before and after the
@@ -80,6 +85,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&cfg.socket, "socket", "", "")
 	fs.BoolVar(&cfg.json, "json", false, "")
 	fs.DurationVar(&cfg.timeout, "timeout", 0, "")
+	fs.Uint64Var(&cfg.ifGen, "if-generation", 0, "")
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -101,6 +107,14 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	case control.OpUpgrade, control.OpStop, control.OpStatus:
 	default:
 		return cfg, fmt.Errorf("unknown command %q: want upgrade, stop or status", cfg.op)
+	}
+	ifGenSet := false
+	fs.Visit(func(f *flag.Flag) { ifGenSet = ifGenSet || f.Name == "if-generation" })
+	switch {
+	case ifGenSet && cfg.op != control.OpUpgrade:
+		return cfg, fmt.Errorf("--if-generation is for upgrade, not for %s", cfg.op)
+	case ifGenSet && cfg.ifGen == 0:
+		return cfg, errors.New("--if-generation 0: generations count from 1")
 	}
 	if cfg.socket == "" {
 		cfg.socket = getenv(envSocket)
@@ -141,7 +155,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, te
 	if terminal && !cfg.json {
 		p = startProgress(stderr, cfg.op)
 	}
-	rep, err := (&control.Client{Path: cfg.socket}).Do(ctx, cfg.op)
+	rep, err := (&control.Client{Path: cfg.socket}).DoRequest(ctx, control.Request{V: control.Version, Op: cfg.op, IfGeneration: cfg.ifGen})
 	p.stop()
 
 	if err != nil {
@@ -191,6 +205,8 @@ func replyStatus(c control.Code) int {
 		return exitOK
 	case control.CodeInProgress:
 		return exitInProgress
+	case control.CodeGenerationChanged:
+		return exitGeneration
 	case control.CodePermissionDenied:
 		return exitDenied
 	}

@@ -14,6 +14,8 @@
 // The flags, accepted before or after the command, are:
 //
 //	-s, --socket PATH   the control socket (default: $MOLT_SOCKET)
+//	    --if-generation N
+//	                    upgrade only if generation N serves (refused otherwise)
 //	    --json          print the reply as JSON, for scripts
 //	    --timeout D     give up waiting after D (default: 5m for upgrade, 10s otherwise)
 //	-h, --help          show the usage
@@ -31,6 +33,8 @@
 //	   this user
 //	6  no reply within the timeout, or the connection was lost: the
 //	   outcome is unknown (ask with molt status)
+//	7  another generation than --if-generation's serves: someone else
+//	   upgraded the service since; nothing was started
 //
 // Results go to standard output, errors to standard error. With --json
 // every outcome, errors included, is one JSON object on standard output:

@@ -141,6 +141,41 @@ func TestCLIUpgradeFails(t *testing.T) {
 	}
 }
 
+// TestCLIUpgradeIfGeneration: --if-generation upgrades only the named
+// generation, so a second deployer that read the same generation as the
+// first is refused instead of stacking an upgrade on the first one's.
+func TestCLIUpgradeIfGeneration(t *testing.T) {
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
+	svc := startService(t, sock)
+
+	r := moltCLI(t, "-s", sock, "upgrade", "--if-generation", "2")
+	if want := "molt: upgrade: generation 1 serves, not generation 2; nothing was started (generation_changed)\n"; r.code != exitGeneration || r.stderr != want || r.stdout != "" {
+		t.Errorf("molt upgrade --if-generation 2 (generation 1 serves): exit %d, stdout %q, stderr %q; want %d, %q", r.code, r.stdout, r.stderr, exitGeneration, want)
+	}
+	r = moltCLI(t, "-s", sock, "upgrade", "--if-generation", "1")
+	if r.code != exitOK || !upgradedLine.MatchString(r.stdout) {
+		t.Fatalf("molt upgrade --if-generation 1: exit %d, stdout %q, stderr %q; want the upgrade", r.code, r.stdout, r.stderr)
+	}
+	ready := svc.ev.Wait(t, "ready")
+	// The second deployer read generation 1 too: the request reaches
+	// generation 2, which refuses it.
+	r = moltCLI(t, "-s", sock, "--json", "upgrade", "--if-generation", "1")
+	rep := decodeReply(t, r)
+	if r.code != exitGeneration || rep.Code != control.CodeGenerationChanged || rep.Generation != 2 || strconv.Itoa(rep.PID) != ready["pid"] || rep.Upgrade != nil {
+		t.Errorf("molt upgrade --if-generation 1 (generation 2 serves): exit %d, %s; want %d, generation_changed from %v", r.code, r.stdout, exitGeneration, ready)
+	}
+	r = moltCLI(t, "-s", sock, "status", "--json")
+	if st := decodeReply(t, r).Status; st == nil || st.Generation != 2 || st.Upgrades != 1 || st.FailedUpgrades != 0 {
+		t.Errorf("status after the conditional upgrades: %s; want generation 2 after exactly one upgrade, none failed", r.stdout)
+	}
+	for _, args := range [][]string{{"status", "--if-generation", "1"}, {"upgrade", "--if-generation", "0"}, {"upgrade", "--if-generation", "x"}} {
+		if r := moltCLI(t, append([]string{"-s", sock}, args...)...); r.code != exitUsage {
+			t.Errorf("molt %q: exit %d, stderr %q; want %d", args, r.code, r.stderr, exitUsage)
+		}
+	}
+	moltCLI(t, "-s", sock, "stop")
+}
+
 // TestCLIConcurrentUpgrades starts 20 molt upgrade at once: exactly one
 // upgrade runs, the other 19 are told it is in progress.
 func TestCLIConcurrentUpgrades(t *testing.T) {
