@@ -104,6 +104,10 @@ const (
 	// be replaced within [Options.Probation]; this generation took the
 	// service back (the error matches [ErrRolledBack]).
 	StageProbation
+	// StageCheck: the new binary's pre-flight check failed (see
+	// [Options.Check]); no successor was started for real. The cause is
+	// a [*CheckError] with the check's output.
+	StageCheck
 )
 
 func (s Stage) String() string {
@@ -116,6 +120,8 @@ func (s Stage) String() string {
 		return "init"
 	case StageProbation:
 		return "probation"
+	case StageCheck:
+		return "check"
 	}
 	return fmt.Sprintf("Stage(%d)", int(s))
 }
@@ -140,9 +146,16 @@ type ChildError struct {
 
 func (e *ChildError) Error() string {
 	if e.PID == 0 {
-		return fmt.Sprintf("molt: upgrade failed: successor did not start: %v", e.Err)
+		what := "successor"
+		if e.Stage == StageCheck {
+			what = "the new binary's check"
+		}
+		return fmt.Sprintf("molt: upgrade failed: %s did not start: %v", what, e.Err)
 	}
-	if e.Stage == StageProbation {
+	switch e.Stage {
+	case StageCheck:
+		return fmt.Sprintf("molt: upgrade failed: the new binary's check (pid %d) failed: %v", e.PID, e.Err)
+	case StageProbation:
 		return fmt.Sprintf("molt: rolled back: successor pid %d during probation: %v", e.PID, e.Err)
 	}
 	return fmt.Sprintf("molt: upgrade failed: successor pid %d failed during %s: %v", e.PID, e.Stage, e.Err)

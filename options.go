@@ -1,6 +1,7 @@
 package molt
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -44,6 +45,24 @@ type Options struct {
 	// the same executable path, arguments, working directory and
 	// environment as this process, with its standard streams.
 	Command func(cmd *exec.Cmd) error
+
+	// Check is the service's pre-flight check: what nginx -t is to
+	// nginx. It should load and validate what the service needs to
+	// start (configuration, certificates, ...) without serving, and
+	// return an error that says what is wrong. It runs in a process of
+	// its own: when a binary is started with molt's check marker in its
+	// environment (MOLT_CHECK=1, which [Upgrader.Check] sets, and which
+	// an operator may set by hand), its New runs Check with a context
+	// bounded by ReadyTimeout and exits the process: status 0 if Check
+	// returned nil, 1 with the error on standard error otherwise. A
+	// binary whose Check is nil exits 0 in check mode.
+	//
+	// Check also opts this process in: when it is set, every Upgrade
+	// first runs the new binary's check (see [Upgrader.Check]), and a
+	// failing check fails the upgrade at [StageCheck] before a successor
+	// is started. Nil means no check: a binary started with the marker
+	// exits 0, and Upgrade starts the successor directly.
+	Check func(ctx context.Context) error
 
 	// Probation, if positive, keeps this generation able to take the
 	// service back for that long after its successor took over. Once the

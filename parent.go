@@ -32,7 +32,10 @@ const commitTimeout = 10 * time.Second
 // now (so a replaced binary or a switched symlink is picked up), with the
 // same arguments, working directory and environment unless
 // [Options.Command] changes them — hands it the inventory and waits until it
-// calls Ready.
+// calls Ready. When this process sets [Options.Check], the new binary's
+// pre-flight check runs first (see [Upgrader.Check]), and a failing one
+// fails the upgrade at [StageCheck] before anything is handed over.
+// With [Options.Probation], Upgrade returns at the end of the probation.
 //
 // On success Upgrade returns nil after [Upgrader.Exit] was closed with
 // reason [Upgraded]: drain and exit. Otherwise this generation goes on
@@ -40,11 +43,12 @@ const commitTimeout = 10 * time.Second
 // [ErrUpgradeInProgress] while another Upgrade runs (exactly one runs at a
 // time, from the call until its successor is ready or reaped),
 // [ErrUpgraded] after a successful one, [ErrStopped] after Stop, or a
-// [*ChildError] for a successor that did not start, failed the hand-off,
-// exited, was killed by a signal, reported a failure, missed
-// [Options.ReadyTimeout] ([ErrReadyTimeout]) or was abandoned because ctx
-// ended. A failed successor has been killed with its process group and
-// reaped when Upgrade returns.
+// [*ChildError] for a check that failed, or a successor that did not
+// start, failed the hand-off, exited, was killed by a signal, reported a
+// failure, missed [Options.ReadyTimeout] ([ErrReadyTimeout]), was
+// abandoned because ctx ended, or died during the probation
+// ([ErrRolledBack]). A failed successor has been killed with its process
+// group and reaped when Upgrade returns.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	start := time.Now()
 	plan, err := u.beginUpgrade(start)
@@ -62,7 +66,13 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		}
 	}()
 	u.log.Info("molt: upgrade started", "entries", len(plan))
-	s, err := u.runUpgrade(ctx, plan)
+	var s *process
+	if u.opts.Check != nil {
+		err = u.Check(ctx)
+	}
+	if err == nil {
+		s, err = u.runUpgrade(ctx, plan)
+	}
 	switch {
 	case err != nil:
 	case u.opts.Probation > 0:

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,14 +148,17 @@ func (u *Upgrader) executable() (string, error) {
 // (set anew for each successor) and systemd's socket activation variables
 // (the sockets travel in the inventory; LISTEN_PID would not match).
 func successorEnv(env []string) []string {
+	return withoutVars(env, envHandoffFD, envCheck, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+}
+
+// withoutVars returns a copy of the environment env without the variables
+// names.
+func withoutVars(env []string, names ...string) []string {
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		switch name {
-		case envHandoffFD, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
+		if name, _, _ := strings.Cut(kv, "="); !slices.Contains(names, name) {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
 	return out
 }

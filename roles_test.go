@@ -32,6 +32,7 @@ const (
 	envRole     = "MOLT_TEST_ROLE"      // the role to play
 	envNextRole = "MOLT_TEST_NEXT_ROLE" // the role a "serve" process gives its successor
 	envAddr     = "MOLT_TEST_ADDR"      // "network address" to listen on
+	envCheck    = "MOLT_TEST_CHECK"     // what a role's pre-flight check does: see roleCheck
 )
 
 var roles = map[string]func() int{
@@ -61,6 +62,7 @@ func roleOptions() molt.Options {
 	return molt.Options{
 		Logger:       roleLogger(),
 		ReadyTimeout: 30 * time.Second,
+		Check:        roleCheck(),
 		Command: func(cmd *exec.Cmd) error {
 			next := os.Getenv(envNextRole)
 			if next == "" {
@@ -69,6 +71,30 @@ func roleOptions() molt.Options {
 			cmd.Env = append(cmd.Env, envRole+"="+next)
 			return nil
 		},
+	}
+}
+
+// roleCheck is a role's pre-flight check, as envCheck says: "fail" fails
+// with output on both streams, "hang" waits for the check's deadline,
+// "pass" passes, and unset means no check (nil).
+func roleCheck() func(context.Context) error {
+	switch os.Getenv(envCheck) {
+	case "":
+		return nil
+	case "fail":
+		return func(context.Context) error {
+			fmt.Println("loading /etc/svc.conf")
+			return errors.New("/etc/svc.conf:3: listen: port 99999 out of range")
+		}
+	case "hang":
+		return func(ctx context.Context) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	return func(context.Context) error {
+		fmt.Println("config ok:", os.Getenv(envCheck))
+		return nil
 	}
 }
 

@@ -61,6 +61,9 @@ type Upgrader struct {
 // whole inventory, if none matches), so a service with thousands of
 // listeners claims the first while the last are in transit.
 //
+// Started with molt's check marker (see [Options.Check]), New does not
+// return: it runs the pre-flight check and exits the process.
+//
 // A process has one Upgrader at a time: New fails with [ErrExists] until
 // the previous one has been stopped. On platforms without descriptor
 // passing it fails with [ErrNotSupported]. If the hand-off from the parent
@@ -71,6 +74,9 @@ type Upgrader struct {
 // depend on it. A MOLT_HANDOFF_FD that does not name the parent's
 // channel is an error that names it, and the descriptor is left alone.
 func New(opts Options) (*Upgrader, error) {
+	if os.Getenv(envCheck) == "1" {
+		os.Exit(runCheckMode(opts.Check, opts.readyTimeout()))
+	}
 	if !platformSupported {
 		return nil, ErrNotSupported
 	}

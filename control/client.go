@@ -56,6 +56,25 @@ func (c *Client) upgrade(ctx context.Context, req Request) (*UpgradeResult, erro
 	return rep.Upgrade, nil
 }
 
+// Check asks the service to run the pre-flight check of the binary an
+// upgrade would start now, without upgrading, and returns its result. A
+// failed check returns an [*Error] unwrapping to [ErrCheckFailed] whose
+// Check field has the check's output. The other errors are those of
+// [Client.Do].
+func (c *Client) Check(ctx context.Context) (*UpgradeResult, error) {
+	rep, err := c.Do(ctx, OpCheck)
+	if err != nil {
+		return nil, err
+	}
+	if err := rep.Err(); err != nil {
+		return nil, err
+	}
+	if rep.Check == nil {
+		return nil, fmt.Errorf("%w: check reply without a result", ErrProtocol)
+	}
+	return rep.Check, nil
+}
+
 // UpgradeIfGeneration is [Client.Upgrade] on a condition: the service
 // upgrades only if generation n serves. Otherwise nothing is started and
 // it returns an [*Error] unwrapping to [ErrGenerationChanged], whose
@@ -221,8 +240,11 @@ func (r *Reply) Err() error {
 	if e.Message == "" {
 		e.Message = string(r.Code)
 	}
-	if r.Code == CodeFailed {
+	switch r.Code {
+	case CodeFailed:
 		e.Upgrade = r.Upgrade
+	case CodeCheckFailed:
+		e.Check = r.Check
 	}
 	return e
 }

@@ -42,6 +42,10 @@ var (
 	// was running ([CodeInProgress]); nothing was started.
 	ErrInProgress = errors.New("control: upgrade in progress")
 
+	// ErrCheckFailed is returned by [Client.Check] when the pre-flight
+	// check failed ([CodeCheckFailed]); the [*Error]'s Check says why.
+	ErrCheckFailed = errors.New("control: check failed")
+
 	// ErrGenerationChanged is returned by [Client.UpgradeIfGeneration]
 	// when another generation than the one named serves
 	// ([CodeGenerationChanged]); nothing was started.
@@ -55,7 +59,7 @@ var (
 )
 
 // Error is a reply that is not [CodeOK]. It unwraps to the sentinel of its
-// code: [ErrUpgradeFailed], [ErrInProgress], [ErrGenerationChanged],
+// code: [ErrUpgradeFailed], [ErrCheckFailed], [ErrInProgress], [ErrGenerationChanged],
 // [ErrPermissionDenied], [ErrUnavailable] or [ErrProtocol].
 type Error struct {
 	Op      Op // the request: OpUpgrade, OpStop or OpStatus
@@ -64,6 +68,9 @@ type Error struct {
 	// Upgrade is the failed upgrade's result with [CodeFailed]; nil
 	// otherwise.
 	Upgrade *UpgradeResult
+	// Check is the failed check's result with [CodeCheckFailed]; nil
+	// otherwise.
+	Check *UpgradeResult
 }
 
 func (e *Error) Error() string {
@@ -82,6 +89,8 @@ func codeError(c Code) error {
 		return ErrInProgress
 	case CodeGenerationChanged:
 		return ErrGenerationChanged
+	case CodeCheckFailed:
+		return ErrCheckFailed
 	case CodePermissionDenied:
 		return ErrPermissionDenied
 	case CodeNotReady, CodeStopping, CodeBusy, CodeReplaced:

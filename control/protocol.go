@@ -30,6 +30,10 @@ type Op string
 const (
 	// OpUpgrade starts an upgrade and is answered when its result is known.
 	OpUpgrade Op = "upgrade"
+	// OpCheck runs the pre-flight check of the binary an upgrade would
+	// start now (molt.Upgrader.Check), without upgrading, and is
+	// answered with its result.
+	OpCheck Op = "check"
 	// OpStop is answered first; then the service stops gracefully.
 	OpStop Op = "stop"
 	// OpStatus is answered with a [Status].
@@ -48,6 +52,9 @@ const (
 	CodeFailed Code = "failed"
 	// CodeInProgress: another upgrade is running; nothing was started.
 	CodeInProgress Code = "in_progress"
+	// CodeCheckFailed: the pre-flight check of a check request failed;
+	// [Reply.Check] says why. Nothing else changed.
+	CodeCheckFailed Code = "check_failed"
 	// CodeGenerationChanged: the request named a generation
 	// ([Request.IfGeneration]) and another one serves; nothing was
 	// started. [Reply.Generation] is the serving one.
@@ -89,7 +96,7 @@ const (
 // refuses the request instead of ignoring it.
 type Request struct {
 	V  int `json:"v"`  // protocol version: [Version]
-	Op Op  `json:"op"` // [OpUpgrade], [OpStop] or [OpStatus]
+	Op Op  `json:"op"` // [OpUpgrade], [OpCheck], [OpStop] or [OpStatus]
 	// IfGeneration, if not zero, makes an upgrade conditional: it starts
 	// only if that generation serves, and is refused with
 	// [CodeGenerationChanged] otherwise (see
@@ -112,6 +119,11 @@ type Reply struct {
 	// Upgrade is the result of an upgrade request that started an
 	// upgrade (CodeOK or CodeFailed).
 	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
+	// Check is the result of a check request, described like an upgrade
+	// that went no further than its check; if the check failed,
+	// SuccessorPID is the check's process, Stage is "check" and Output
+	// what it wrote.
+	Check *UpgradeResult `json:"check,omitempty"`
 	// Status answers a status request.
 	Status *Status `json:"status,omitempty"`
 }
@@ -137,12 +149,16 @@ type UpgradeResult struct {
 	// reported).
 	Error  string `json:"error,omitempty"`
 	Reason string `json:"reason,omitempty"`
-	// Stage is how far the successor got: "start", "hand-off" or "init".
+	// Stage is how far the successor got: "check", "start", "hand-off",
+	// "init" or "probation".
 	Stage string `json:"stage,omitempty"`
 	// ExitStatus is how the successor ended ("exit status 3", "signal:
 	// killed"); ExitCode is set if it exited by itself.
 	ExitStatus string `json:"exit_status,omitempty"`
 	ExitCode   *int   `json:"exit_code,omitempty"`
+	// Output is what the new binary's pre-flight check wrote (at stage
+	// "check"; at most molt.MaxCheckOutput bytes).
+	Output string `json:"output,omitempty"`
 }
 
 // Successor returns the generation that serves after a successful upgrade.
@@ -229,7 +245,7 @@ func decodeRequest(line []byte) (Request, error) {
 	}
 	r.V = *f.v
 	switch r.Op {
-	case OpUpgrade, OpStop, OpStatus:
+	case OpUpgrade, OpCheck, OpStop, OpStatus:
 		if f.ifGeneration != nil {
 			if r.Op != OpUpgrade {
 				return r, &errRequest{CodeBadRequest, fmt.Sprintf(`field "if_generation" is for an upgrade, not for %s`, r.Op)}
@@ -238,7 +254,7 @@ func decodeRequest(line []byte) (Request, error) {
 		}
 		return r, nil
 	}
-	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, stop or status)", quoteShort(string(r.Op)))}
+	return Request{V: r.V}, &errRequest{CodeUnknownOp, fmt.Sprintf("unknown op %s (want upgrade, check, stop or status)", quoteShort(string(r.Op)))}
 }
 
 // requestFields are the keys of a request object as scanRequest found

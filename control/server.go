@@ -515,6 +515,8 @@ func (s *Server) handle(line []byte, p peer) Reply {
 		rep.Code = CodeOK
 	case req.Op == OpUpgrade:
 		s.upgrade(&rep, req.IfGeneration)
+	case req.Op == OpCheck:
+		s.check(&rep)
 	}
 	rep.OK = rep.Code == CodeOK
 	level := slog.LevelInfo
@@ -539,10 +541,7 @@ func (s *Server) handle(line []byte, p peer) Reply {
 // it is not zero) and fills the reply with its result. The upgrade belongs to the server, not to the connection: a
 // client that goes away does not cancel it.
 func (s *Server) upgrade(rep *Reply, ifGen uint64) {
-	ctx, cancel := s.base, context.CancelFunc(func() {})
-	if s.opts.UpgradeTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, s.opts.UpgradeTimeout)
-	}
+	ctx, cancel := s.upgradeContext()
 	defer cancel()
 	start := time.Now()
 	var err error
@@ -579,6 +578,30 @@ func (s *Server) upgrade(rep *Reply, ifGen uint64) {
 	default:
 		describeFailure(res, err)
 		rep.Code, rep.Error, rep.Upgrade = CodeFailed, err.Error(), res
+	}
+}
+
+// upgradeContext is the context of an upgrade or a check that a request
+// started: the server's, bounded by UpgradeTimeout.
+func (s *Server) upgradeContext() (context.Context, context.CancelFunc) {
+	if s.opts.UpgradeTimeout > 0 {
+		return context.WithTimeout(s.base, s.opts.UpgradeTimeout)
+	}
+	return s.base, func() {}
+}
+
+// check runs the pre-flight check for a request and fills the reply with
+// its result.
+func (s *Server) check(rep *Reply) {
+	ctx, cancel := s.upgradeContext()
+	defer cancel()
+	start := time.Now()
+	err := s.upg.Check(ctx)
+	res := &UpgradeResult{OK: err == nil, PID: rep.PID, Generation: rep.Generation, Started: start, Duration: time.Since(start)}
+	rep.Code, rep.Check = CodeOK, res
+	if err != nil {
+		describeFailure(res, err)
+		rep.Code, rep.Error = CodeCheckFailed, err.Error()
 	}
 }
 

@@ -100,6 +100,10 @@ func describeFailure(r *UpgradeResult, err error) {
 	if ce.Err != nil {
 		r.Reason = ce.Err.Error()
 	}
+	if chk := (*molt.CheckError)(nil); errors.As(err, &chk) {
+		// The output is the explanation; the reason is how it ended.
+		r.Output, r.Reason = chk.Output, chk.Err.Error()
+	}
 	if ce.State != nil {
 		r.ExitStatus = ce.State.String()
 		if ce.State.Exited() {

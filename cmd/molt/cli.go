@@ -38,12 +38,13 @@ const (
 	defaultTimeout        = 10 * time.Second
 )
 
-const usage = `Usage: molt [flags] upgrade|stop|status
+const usage = `Usage: molt [flags] upgrade|check|stop|status
 
 Drive a service built with molt through its control socket.
 
 Commands:
   upgrade   start a new generation of the service and wait for the result
+  check     run the new binary's pre-flight check, without upgrading
   stop      stop the service gracefully (it drains, then exits)
   status    show the serving generation
 
@@ -52,12 +53,12 @@ Flags (before or after the command):
       --if-generation N
                       upgrade only if generation N serves (refused otherwise)
       --json          print the reply as JSON, for scripts
-      --timeout D     give up waiting after D (default: 5m for upgrade, 10s otherwise)
+      --timeout D     give up waiting after D (default: 5m for upgrade and check, 10s otherwise)
   -h, --help          show this help
 
 Exit status:
   0  success
-  1  failed: the upgrade failed (the service goes on serving), or the request was refused
+  1  failed: the upgrade or the check failed (the service goes on serving), or the request was refused
   2  usage error
   3  an upgrade is already in progress; nothing was started
   4  unreachable: no service accepts on the socket
@@ -68,7 +69,7 @@ Exit status:
 
 // config is the parsed command line.
 type config struct {
-	op      control.Op // control.OpUpgrade, OpStop or OpStatus
+	op      control.Op // control.OpUpgrade, OpCheck, OpStop or OpStatus
 	socket  string
 	json    bool
 	timeout time.Duration
@@ -99,14 +100,14 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	}
 	switch {
 	case len(rest) == 0:
-		return cfg, errors.New("no command: want upgrade, stop or status")
+		return cfg, errors.New("no command: want upgrade, check, stop or status")
 	case len(rest) > 1:
 		return cfg, fmt.Errorf("unexpected arguments after %s: %q", rest[0], rest[1:])
 	}
 	switch cfg.op = control.Op(rest[0]); cfg.op {
-	case control.OpUpgrade, control.OpStop, control.OpStatus:
+	case control.OpUpgrade, control.OpCheck, control.OpStop, control.OpStatus:
 	default:
-		return cfg, fmt.Errorf("unknown command %q: want upgrade, stop or status", cfg.op)
+		return cfg, fmt.Errorf("unknown command %q: want upgrade, check, stop or status", cfg.op)
 	}
 	ifGenSet := false
 	fs.Visit(func(f *flag.Flag) { ifGenSet = ifGenSet || f.Name == "if-generation" })
@@ -126,7 +127,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	case cfg.timeout < 0:
 		return cfg, fmt.Errorf("--timeout %v is negative", cfg.timeout)
 	case cfg.timeout > 0:
-	case cfg.op == control.OpUpgrade:
+	case cfg.op == control.OpUpgrade || cfg.op == control.OpCheck:
 		cfg.timeout = defaultUpgradeTimeout
 	default:
 		cfg.timeout = defaultTimeout
@@ -207,6 +208,8 @@ func replyStatus(c control.Code) int {
 		return exitInProgress
 	case control.CodeGenerationChanged:
 		return exitGeneration
+	case control.CodeCheckFailed:
+		return exitFailed
 	case control.CodePermissionDenied:
 		return exitDenied
 	}

@@ -3,11 +3,12 @@
 //
 // Usage:
 //
-//	molt [flags] upgrade|stop|status
+//	molt [flags] upgrade|check|stop|status
 //
 // The commands are:
 //
 //	upgrade   start a new generation of the service and wait for the result
+//	check     run the new binary's pre-flight check, without upgrading
 //	stop      stop the service gracefully (it drains, then exits)
 //	status    show the serving generation
 //
@@ -17,14 +18,14 @@
 //	    --if-generation N
 //	                    upgrade only if generation N serves (refused otherwise)
 //	    --json          print the reply as JSON, for scripts
-//	    --timeout D     give up waiting after D (default: 5m for upgrade, 10s otherwise)
+//	    --timeout D     give up waiting after D (default: 5m for upgrade and check, 10s otherwise)
 //	-h, --help          show the usage
 //
 // The exit status says what happened, so a deploy script or an
 // orchestrator can stop a rollout on the first failure:
 //
 //	0  success
-//	1  failed: the upgrade failed (the service goes on serving), or the
+//	1  failed: the upgrade or the check failed (the service goes on serving), or the
 //	   service refused the request
 //	2  usage error
 //	3  an upgrade is already in progress; nothing was started

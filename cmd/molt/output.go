@@ -29,6 +29,12 @@ func printReply(stdout, stderr io.Writer, rep *control.Reply, now time.Time) {
 		}
 		fmt.Fprintf(stdout, "upgraded: pid %d serves as generation %d (took %s; pid %d drains and exits)\n",
 			u.SuccessorPID, u.Successor(), duration(u.Duration), u.PID)
+	case control.OpCheck:
+		took := ""
+		if c := rep.Check; c != nil {
+			took = " in " + duration(c.Duration)
+		}
+		fmt.Fprintf(stdout, "check passed%s: the new binary may be upgraded to\n", took)
 	case control.OpStop:
 		fmt.Fprintf(stdout, "stopping: pid %d (generation %d) stops accepting, drains and exits\n", rep.PID, rep.Generation)
 	case control.OpStatus:
@@ -48,7 +54,16 @@ func printFailure(w io.Writer, rep *control.Reply) {
 			return
 		}
 		fmt.Fprintf(w, "molt: upgrade failed after %s: %s\n", duration(u.Duration), failure(u))
+		printOutput(w, u.Output)
 		fmt.Fprintf(w, "molt: pid %d (generation %d) goes on serving\n", rep.PID, rep.Generation)
+	case control.CodeCheckFailed:
+		c := rep.Check
+		if c == nil {
+			fmt.Fprintf(w, "molt: check failed: %s\n", rep.Error)
+			return
+		}
+		fmt.Fprintf(w, "molt: check failed after %s: %s\n", duration(c.Duration), failure(c))
+		printOutput(w, c.Output)
 	case control.CodeInProgress:
 		fmt.Fprintf(w, "molt: upgrade not started: %s\n", rep.Error)
 	case control.CodePermissionDenied:
@@ -71,8 +86,22 @@ func failure(u *control.UpgradeResult) string {
 		return "the successor did not start: " + reason
 	case u.Stage == "":
 		return fmt.Sprintf("successor pid %d: %s", u.SuccessorPID, reason)
+	case u.Stage == "check":
+		return fmt.Sprintf("the new binary's check (pid %d) failed: %s", u.SuccessorPID, reason)
 	}
 	return fmt.Sprintf("successor pid %d failed during %s: %s", u.SuccessorPID, u.Stage, reason)
+}
+
+// printOutput prints a check's output, indented, under its failure.
+func printOutput(w io.Writer, out string) {
+	out = strings.TrimRight(out, "\n")
+	if out == "" {
+		return
+	}
+	fmt.Fprintln(w, "molt: the check's output:")
+	for line := range strings.SplitSeq(out, "\n") {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
 }
 
 // printStatus prints a status as aligned name/value lines.

@@ -141,6 +141,54 @@ func TestCLIUpgradeFails(t *testing.T) {
 	}
 }
 
+// TestCLICheck: molt check runs the new binary's check without upgrading;
+// a failing check fails molt upgrade before a successor starts, and both
+// show the check's output.
+func TestCLICheck(t *testing.T) {
+	dir := proctest.ShortDir(t)
+	sock, config := filepath.Join(dir, "c.sock"), filepath.Join(dir, "svc.conf")
+	if err := os.WriteFile(config, []byte("good"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc := startService(t, sock, envConfig+"="+config)
+
+	r := moltCLI(t, "-s", sock, "check")
+	if r.code != exitOK || !regexp.MustCompile(`^check passed in [0-9.]+[µm]?s: the new binary may be upgraded to\n$`).MatchString(r.stdout) {
+		t.Errorf("molt check (good configuration): exit %d, stdout %q, stderr %q; want it passed", r.code, r.stdout, r.stderr)
+	}
+	if err := os.WriteFile(config, []byte("bad"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	failed := regexp.MustCompile(`^molt: (check|upgrade) failed after [0-9.]+[µm]?s: the new binary's check \(pid \d+\) failed: exit status 1\n` +
+		`molt: the check's output:\n  read ` + regexp.QuoteMeta(config) + `\n  molt: check failed: ` + regexp.QuoteMeta(config) + `: bad configuration\n`)
+	r = moltCLI(t, "-s", sock, "check")
+	if r.code != exitFailed || !failed.MatchString(r.stderr) || r.stdout != "" {
+		t.Errorf("molt check (bad configuration): exit %d, stdout %q, stderr %q; want %d and the check's output", r.code, r.stdout, r.stderr, exitFailed)
+	}
+	r = moltCLI(t, "-s", sock, "upgrade")
+	if r.code != exitFailed || !failed.MatchString(r.stderr) || !strings.HasSuffix(r.stderr, "molt: pid "+strconv.Itoa(svc.pid)+" (generation 1) goes on serving\n") {
+		t.Errorf("molt upgrade (bad configuration): exit %d, stdout %q, stderr %q; want %d and the check's output", r.code, r.stdout, r.stderr, exitFailed)
+	}
+	r = moltCLI(t, "-s", sock, "--json", "upgrade")
+	if rep := decodeReply(t, r); r.code != exitFailed || rep.Upgrade == nil || rep.Upgrade.Stage != "check" || !strings.Contains(rep.Upgrade.Output, "bad configuration") {
+		t.Errorf("molt upgrade --json (bad configuration): exit %d, %s; want stage check with the output", r.code, r.stdout)
+	}
+	r = moltCLI(t, "-s", sock, "status", "--json")
+	if st := decodeReply(t, r).Status; st == nil || st.PID != svc.pid || st.Generation != 1 || st.FailedUpgrades != 2 || st.LastUpgrade == nil || st.LastUpgrade.Stage != "check" {
+		t.Errorf("status after the failed checks: %s; want generation 1, 2 failed upgrades, the last at stage check", r.stdout)
+	}
+	if err := os.WriteFile(config, []byte("good"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := moltCLI(t, "-s", sock, "upgrade"); r.code != exitOK || !upgradedLine.MatchString(r.stdout) {
+		t.Errorf("molt upgrade (good configuration again): exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if ready := svc.ev.Wait(t, "ready"); ready["gen"] != "2" {
+		t.Errorf("the first successor ready is %v, want generation 2: none was started for the failed checks", ready)
+	}
+	moltCLI(t, "-s", sock, "stop")
+}
+
 // TestCLIUpgradeIfGeneration: --if-generation upgrades only the named
 // generation, so a second deployer that read the same generation as the
 // first is refused instead of stacking an upgrade on the first one's.

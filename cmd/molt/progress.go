@@ -24,6 +24,7 @@ func startProgress(w io.Writer, op control.Op) *progress {
 		control.OpUpgrade: "upgrading",
 		control.OpStop:    "stopping",
 		control.OpStatus:  "asking for the status",
+		control.OpCheck:   "checking the new binary",
 	}[op]
 	p := &progress{w: w, done: make(chan struct{}), finished: make(chan struct{})}
 	go p.run(label) // ends at stop

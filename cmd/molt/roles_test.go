@@ -32,6 +32,7 @@ const (
 	envSock    = "MOLT_CLI_TEST_SOCK"    // the control socket
 	envMode    = "MOLT_CLI_TEST_MODE"    // the socket's mode, octal
 	envRelease = "MOLT_CLI_TEST_RELEASE" // "held" waits until this file exists
+	envConfig  = "MOLT_CLI_TEST_CONFIG"  // a file whose content "bad" fails the service's check
 )
 
 var roles = map[string]func() int{
@@ -53,6 +54,7 @@ func roleService(held bool) int {
 	upg, err := molt.New(molt.Options{
 		Logger:       log,
 		ReadyTimeout: 2 * time.Minute,
+		Check:        checkConfig,
 		Command: func(cmd *exec.Cmd) error {
 			next := os.Getenv(envNext)
 			if next == "" {
@@ -108,6 +110,24 @@ func roleService(held bool) int {
 	srv.Drain(ctx)
 	proctest.Say("exiting pid=%d reason=%s", os.Getpid(), upg.Reason())
 	return 0
+}
+
+// checkConfig is the service's pre-flight check: it reads envConfig's
+// file, if there is one, and fails on "bad".
+func checkConfig(context.Context) error {
+	name := os.Getenv(envConfig)
+	if name == "" {
+		return nil
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("read %s\n", name)
+	if string(b) == "bad" {
+		return fmt.Errorf("%s: bad configuration", name)
+	}
+	return nil
 }
 
 func roleFailInit() int {
