@@ -67,6 +67,23 @@
 //     when it closes them or stops, never while another generation may
 //     serve them.
 //
+// # Upgrade safety
+//
+// Three options make an upgrade safer than a bare hand-off:
+//
+//   - [Options.Check], the pre-flight check: the new binary runs once in
+//     check mode before anything is handed over, and a failing check
+//     fails the upgrade at [StageCheck] with its output
+//     ([Upgrader.Check] runs it alone).
+//   - [Options.Probation]: after the ACK this generation stops accepting
+//     but keeps its sockets and its connections, and takes the service
+//     back if the successor dies or calls [Upgrader.RollBack] within the
+//     window ([ErrRolledBack]); only then does it commit and drain.
+//     Connections the successor had accepted are lost with it; those
+//     still queued are served by this generation.
+//   - [Upgrader.UpgradeIfGeneration] upgrades only a named generation,
+//     so that two deploy tools cannot stack upgrades.
+//
 // # Inventory
 //
 // The sockets and files that outlive a generation: listeners
@@ -92,8 +109,11 @@
 // # Environment
 //
 // molt uses one environment variable, MOLT_HANDOFF_FD, which a parent sets
-// for its successor and [New] removes. Successors do not receive systemd's
-// LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
+// for its successor and [New] removes, and a second one for the
+// pre-flight check: a process started with MOLT_CHECK=1 runs
+// [Options.Check] in [New] and exits. Successors do not receive systemd's
+// LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES, nor MOLT_CHECK; checks do not
+// receive NOTIFY_SOCKET.
 //
 // # Errors
 //
@@ -109,7 +129,8 @@
 // net/http (and counts connections for other servers), and the pattern
 // above shows where your own drain goes. It does not
 // supervise: a successor that crashes after it became ready is not
-// restarted (systemd's Restart= is). It does not run on Windows, where
+// restarted (systemd's Restart= is); with [Options.Probation] its parent
+// takes the service back if that happens within the window. It does not run on Windows, where
 // [New] returns [ErrNotSupported]. Each successor runs in a process group
 // of its own (so a failed one is killed with everything it started), which
 // means a terminal's Ctrl-C reaches only the first generation: stop a
