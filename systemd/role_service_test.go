@@ -30,15 +30,17 @@ import (
 // ExecReload=molt upgrade) or on SIGHUP, and draining on SIGTERM. It appends what it does to the events file in its directory,
 // one line per write.
 const (
-	envDir     = "MOLT_SD_DIR"     // the events file and the fail-init marker live here
-	envListen  = "MOLT_SD_LISTEN"  // name=network:addr,... for Service.Listen
-	envSockets = "MOLT_SD_SOCKETS" // name,... for Service.Listener (socket activation)
-	envFDStore = "MOLT_SD_FDSTORE" // "1": Options.FDStore
-	envPIDFile = "MOLT_SD_PIDFILE" // molt.Options.PIDFile
-	envExtend  = "MOLT_SD_EXTEND"  // "1": Options.ExtendStopTimeout
-	envSocket  = "MOLT_SOCKET"     // the control socket, as in the example units
+	envDir       = "MOLT_SD_DIR"       // the events file and the fail-init marker live here
+	envListen    = "MOLT_SD_LISTEN"    // name=network:addr,... for Service.Listen
+	envSockets   = "MOLT_SD_SOCKETS"   // name,... for Service.Listener (socket activation)
+	envFDStore   = "MOLT_SD_FDSTORE"   // "1": Options.FDStore
+	envPIDFile   = "MOLT_SD_PIDFILE"   // molt.Options.PIDFile
+	envExtend    = "MOLT_SD_EXTEND"    // "1": Options.ExtendStopTimeout
+	envSocket    = "MOLT_SOCKET"       // the control socket, as in the example units
+	envProbation = "MOLT_SD_PROBATION" // molt.Options.Probation, a duration
 
-	failInitFile = "fail-init" // while it exists, successors fail before Ready
+	failInitFile   = "fail-init"   // while it exists, successors fail before Ready
+	crashReadyFile = "crash-ready" // while it exists, successors exit 200 ms after Ready
 )
 
 func init() { roles["service"] = roleService }
@@ -73,7 +75,8 @@ func roleService() int {
 	listenEnv := fmt.Sprintf("listen_pid=%q listen_fds=%q listen_fdnames=%q",
 		os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"))
 
-	upg, err := molt.New(molt.Options{ReadyTimeout: 20 * time.Second, Logger: log, PIDFile: os.Getenv(envPIDFile)})
+	probation, _ := time.ParseDuration(os.Getenv(envProbation))
+	upg, err := molt.New(molt.Options{ReadyTimeout: 20 * time.Second, Logger: log, PIDFile: os.Getenv(envPIDFile), Probation: probation})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -139,6 +142,11 @@ func roleService() int {
 		return fail("ready: %v", err)
 	}
 	events("ready pid=%d gen=%d", pid, gen)
+	if _, err := os.Stat(filepath.Join(dir, crashReadyFile)); err == nil && upg.HasParent() {
+		time.Sleep(200 * time.Millisecond) // the fault: a crash soon after taking over
+		events("crash pid=%d gen=%d", pid, gen)
+		os.Exit(3) // no deferred Stop: that would tell the parent it stops on purpose
+	}
 
 	var upgrades sync.WaitGroup
 	reason := ""

@@ -86,6 +86,8 @@ func failure(u *control.UpgradeResult) string {
 		return "the successor did not start: " + reason
 	case u.Stage == "":
 		return fmt.Sprintf("successor pid %d: %s", u.SuccessorPID, reason)
+	case u.Stage == "probation":
+		return fmt.Sprintf("rolled back: successor pid %d failed during its probation: %s", u.SuccessorPID, reason)
 	case u.Stage == "check":
 		return fmt.Sprintf("the new binary's check (pid %d) failed: %s", u.SuccessorPID, reason)
 	}
