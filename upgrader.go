@@ -143,6 +143,9 @@ func (u *Upgrader) Ready() error {
 	// Every inherited entry must be in before the unclaimed ones can go.
 	// A transfer that failed was reported to the parent already.
 	receiveErr := u.inv.awaitAll()
+	if receiveErr == nil {
+		receiveErr = u.awaitState() // and drops a state nobody took (state.go)
+	}
 	switch u.lc.now() {
 	case StateStarting:
 	case StateStopping, StateStopped:
