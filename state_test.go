@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,7 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/handoff"
 	"github.com/moltgo/molt/internal/proctest"
 	"github.com/moltgo/molt/internal/testcert"
 )
@@ -472,5 +476,93 @@ func TestStateGenerationOne(t *testing.T) {
 	}
 	if _, err := u.InheritedState("v1"); !errors.Is(err, molt.ErrNoState) {
 		t.Fatalf("InheritedState after Ready = %v, want ErrNoState", err)
+	}
+}
+
+// roleStateWait asks for the state, tries Ready, and reports both errors.
+func roleStateWait() int {
+	timeout, _ := time.ParseDuration(os.Getenv("MOLT_TEST_READY_TIMEOUT"))
+	u := mustNew(molt.Options{Logger: roleLogger(), ReadyTimeout: timeout})
+	start := time.Now()
+	_, err := u.InheritedState("v1")
+	waited := time.Since(start)
+	rerr := u.Ready()
+	proctest.Say("state-wait err=%q ready=%q same=%t in-time=%t waited=%s", fmt.Sprint(err), fmt.Sprint(rerr),
+		errors.Is(rerr, err), waited < timeout+30*time.Second, waited)
+	u.Stop()
+	return 0
+}
+
+func init() { roles["state-wait"] = roleStateWait }
+
+// TestStateHandoffBroken: a parent that announces a state and sends none
+// (InheritedState gives up at the ReadyTimeout), or cuts it off, or sends
+// more than it announced: the successor's InheritedState and Ready return
+// the hand-off's error, and the parent, while its end is open, is told.
+func TestStateHandoffBroken(t *testing.T) {
+	if testing.Short() && runtime.GOOS != "linux" {
+		t.Skip("multi-process test")
+	}
+	header := func(size int) []byte {
+		return handoff.AppendFrame(nil, handoff.TypeState, handoff.StateHeader{Size: size, Version: "v1"}.Marshal())
+	}
+	tests := []struct {
+		name  string
+		after []byte // what follows the HELLO
+		close bool   // the parent closes its end after it
+		want  string
+	}{
+		{name: "never sent", want: "i/o timeout"},
+		{name: "cut off", after: append(header(10), handoff.AppendFrame(nil, handoff.TypeState, []byte("abc"))...), close: true,
+			want: "unexpected EOF"},
+		{name: "more than announced", after: append(header(2), handoff.AppendFrame(nil, handoff.TypeState, []byte("abc"))...),
+			want: "STATE data frame of 3 bytes exceeds the 2 still expected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parentFile, childEnd := os.NewFile(uintptr(fds[0]), "parent"), os.NewFile(uintptr(fds[1]), "child")
+			nc, err := net.FileConn(parentFile)
+			parentFile.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			ev, w := pipe(t)
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), envRole+"=state-wait", "MOLT_HANDOFF_FD=3", "MOLT_TEST_READY_TIMEOUT=1s")
+			cmd.ExtraFiles = []*os.File{childEnd}
+			cmd.Stdout, cmd.Stderr = w, os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			childEnd.Close()
+			hello := handoff.Hello{Generation: 2, ParentPID: os.Getpid(), State: true}
+			if _, err := nc.Write(append(handoff.AppendFrame(nil, handoff.TypeHello, hello.Marshal()), tc.after...)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close {
+				nc.(*net.UnixConn).CloseWrite()
+			}
+			r := ev.Wait(t, "state-wait")
+			t.Logf("successor: %v", r)
+			if !strings.Contains(r["err"], tc.want) || !strings.Contains(r["err"], "hand-off from parent: state") ||
+				r["same"] != "true" || r["in-time"] != "true" {
+				t.Errorf("successor reported %v, want InheritedState and Ready to fail with the hand-off's error mentioning %q", r, tc.want)
+			}
+			if !tc.close {
+				nc.SetDeadline(time.Now().Add(time.Minute))
+				m, err := handoff.NewConn(nc.(*net.UnixConn)).RecvMessage()
+				if err != nil || m.Type != handoff.TypeFailed || !strings.Contains(m.Reason, tc.want) {
+					t.Errorf("parent received %v %q, %v; want FAILED mentioning %q", m.Type, m.Reason, err, tc.want)
+				}
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("successor: %v", err)
+			}
+		})
 	}
 }

@@ -48,8 +48,8 @@ type Entry struct {
 
 // Hello is the payload of the HELLO frame that opens the conversation. On
 // the wire it is three uvarints: Generation, ParentPID, Entries; then, only
-// if a flag is set, a fourth: the flags ([helloState]: State). A HELLO
-// without flags is the one of a sender that knows none.
+// if a flag is set, a fourth: the flags (bit 0: State). A HELLO without
+// flags is what a sender that knows none writes, so it is read alike.
 type Hello struct {
 	Generation uint64 // the receiver's generation (sender's + 1)
 	ParentPID  int    // the sender's process ID, 0..math.MaxInt32
