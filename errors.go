@@ -107,8 +107,9 @@ const (
 	// StageStart: the successor process could not be started, or was not
 	// because [Options.Command] or [Options.SaveState] failed first.
 	StageStart Stage = iota + 1
-	// StageHandoff: the inventory could not be written to the successor
-	// while it ran (the deadline passed, or ctx ended, mid-send).
+	// StageHandoff: the inventory (or the state, [Options.SaveState])
+	// could not be written to the successor while it ran (the deadline
+	// passed, or ctx ended, mid-send).
 	StageHandoff
 	// StageInit: the successor ran but did not become ready: it exited,
 	// was killed, hung or reported a failure, whether or not it had read
