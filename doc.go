@@ -59,7 +59,8 @@
 //   - A failed upgrade leaves this generation serving and returns a
 //     [*ChildError]: exit status or signal, [ErrReadyTimeout], the reason
 //     the successor reported, a hand-off error, or ctx's error.
-//   - Nothing crosses generations but the inventory: molt's environment
+//   - Nothing crosses generations but the inventory (and the state the
+//     application hands on, see below): molt's environment
 //     marker is removed before [New] returns and every inherited
 //     descriptor arrives close-on-exec, so processes a service starts
 //     inherit nothing.
@@ -105,6 +106,19 @@
 // keep-alive connection close. molt knows no protocol: the server marks
 // the idle point ([Idle]) and names its read buffer's size, and must
 // never hand over a connection whose state lives in the process (TLS).
+//
+// # State
+//
+// A generation may hand its successor one blob of application state —
+// counters, TLS session-ticket keys, a small cache — in memory, never
+// through a file: [Options.SaveState] returns it, with a version string,
+// at every upgrade before the successor starts, and the successor reads
+// it before Ready with [Upgrader.InheritedState], which checks the
+// version. It is at most [MaxStateSize] bytes; a larger one fails the
+// upgrade ([ErrStateTooLarge]) before any successor started. A successor
+// in generation 1, or whose parent saved none, gets [ErrNoState]; one
+// that reads another version gets [ErrStateVersion]; either starts
+// fresh.
 //
 // # Environment
 //

@@ -81,6 +81,25 @@ var (
 	// generation is on probation for this one: there is nobody to take
 	// the service back.
 	ErrNoProbation = errors.New("molt: no parent generation on probation")
+
+	// ErrNoState is returned by [Upgrader.InheritedState] in generation 1
+	// and when the parent generation saved no state (it has no
+	// [Options.SaveState]): start fresh.
+	ErrNoState = errors.New("molt: no inherited state")
+
+	// ErrStateVersion matches the [*StateVersionError] of
+	// [Upgrader.InheritedState] when the parent saved its state under
+	// another version.
+	ErrStateVersion = errors.New("molt: inherited state has another version")
+
+	// ErrStateTaken is returned by [Upgrader.InheritedState] once the
+	// state has been taken by an earlier call, or dropped by Ready.
+	ErrStateTaken = errors.New("molt: inherited state no longer here")
+
+	// ErrStateTooLarge is the cause in the [*ChildError] ([StageStart])
+	// of an upgrade whose [Options.SaveState] returned more than
+	// [MaxStateSize] bytes, or a version longer than [MaxStateVersionLen].
+	ErrStateTooLarge = errors.New("molt: state too large to hand on")
 )
 
 // errStopBeforeReady is what a successor that stops before Ready tells its
@@ -91,10 +110,12 @@ var errStopBeforeReady = errors.New("successor called Stop before Ready")
 type Stage int
 
 const (
-	// StageStart: the successor process could not be started.
+	// StageStart: the successor process could not be started, or was not
+	// because [Options.Command] or [Options.SaveState] failed first.
 	StageStart Stage = iota + 1
-	// StageHandoff: the inventory could not be written to the successor
-	// while it ran (the deadline passed, or ctx ended, mid-send).
+	// StageHandoff: the inventory (or the state, [Options.SaveState])
+	// could not be written to the successor while it ran (the deadline
+	// passed, or ctx ended, mid-send).
 	StageHandoff
 	// StageInit: the successor ran but did not become ready: it exited,
 	// was killed, hung or reported a failure, whether or not it had read

@@ -87,6 +87,25 @@ type Options struct {
 	// Upgrade (and a reload) last that much longer; a few seconds catch a
 	// successor that crashes on its first requests.
 	Probation time.Duration
+
+	// SaveState, if set, is called once in every upgrade, before the
+	// successor starts, for the state this generation hands on in memory:
+	// data (at most [MaxStateSize] bytes) under a version the application
+	// names (at most [MaxStateVersionLen] bytes), which the successor
+	// reads with [Upgrader.InheritedState] and checks. ctx ends at the
+	// upgrade's deadline ([Options.ReadyTimeout]) or when the upgrade is
+	// interrupted; the time SaveState takes counts against the successor's
+	// ReadyTimeout. An error, or a state over the limits
+	// ([ErrStateTooLarge]), fails the upgrade before any successor
+	// started ([StageStart]), and this generation serves on. molt does not
+	// modify data and drops it when the upgrade ends; this generation goes
+	// on serving meanwhile, so what changes after SaveState returned is
+	// not in the state. The state is sent after the inventory, over the
+	// hand-off channel only: nothing is written to disk. A successor built
+	// with a molt that predates the state fails its New and the upgrade
+	// ([*ReportedError]). Nil means no state: InheritedState returns
+	// [ErrNoState].
+	SaveState func(ctx context.Context) (version string, data []byte, err error)
 }
 
 func (o *Options) readyTimeout() time.Duration {

@@ -13,8 +13,9 @@ import (
 )
 
 // The parent's side of an upgrade, in the order it happens: Upgrade
-// starts a successor (process.go) with the HELLO already in its channel,
-// sends the inventory in batches, waits for READY (or the successor's
+// saves the application's state (state.go), starts a successor
+// (process.go) with the HELLO already in its channel, sends the inventory
+// in batches and the state, waits for READY (or the successor's
 // failure), runs the commit hooks, sends the ACK and waits until the
 // successor has read it; only then has the successor taken over.
 // Afterwards the parent hands idle connections over on the same channel
@@ -303,11 +304,15 @@ func (u *Upgrader) sendConn(e handoff.Entry, fd int) error {
 func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, error) {
 	deadline := time.Now().Add(u.opts.readyTimeout())
 
+	state, err := u.saveState(ctx, deadline) // state.go; nil without SaveState
+	if err != nil {
+		return nil, &ChildError{Stage: StageStart, Err: err}
+	}
 	cmd, err := u.successorCommand()
 	if err != nil {
 		return nil, &ChildError{Stage: StageStart, Err: err}
 	}
-	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan)}
+	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan), State: state != nil}
 	s, err := startSuccessor(cmd, &u.reapers, hello)
 	if err != nil {
 		return nil, &ChildError{Stage: StageStart, Err: err}
@@ -347,6 +352,9 @@ func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, err
 	}
 
 	err = u.sendInventory(s.conn, plan) // after the HELLO, which startSuccessor wrote
+	if err == nil {
+		err = state.send(s.conn)
+	}
 	if err != nil {
 		if ctx.Err() != nil { // ctx's end (or Stop) interrupted the send
 			return nil, failAt(StageHandoff, context.Cause(ctx), 0, false)

@@ -15,7 +15,8 @@ import (
 // The successor's side of an upgrade, in the order it happens: New
 // connects to the channel its parent passed (connect) and reads HELLO; the
 // inventory then arrives in the background, each batch claimable at once
-// (receive); Ready sends READY and waits for the ACK (tellReady); then the
+// (receive), then the application's state if the parent saved one
+// (state.go); Ready sends READY and waits for the ACK (tellReady); then the
 // channel carries the connections the parent hands over while it drains
 // (watch), until its end-of-file says the parent is gone.
 
@@ -40,6 +41,8 @@ type parentLink struct {
 	// of the channel (see Upgrader.Committed).
 	committed     chan struct{}
 	committedOnce sync.Once
+
+	state *stateReceipt // the application's state (state.go)
 }
 
 // connect opens the channel named by envHandoffFD and reads the HELLO. On
@@ -69,7 +72,8 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 		c.Close()
 		return nil, handoff.Hello{}, err
 	}
-	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{}), committed: make(chan struct{})}
+	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{}), committed: make(chan struct{}),
+		state: newStateReceipt(hello.State)}
 	return p, hello, nil
 }
 
@@ -78,11 +82,18 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 // calls run while the rest is still in transit (10,000 listeners take
 // about 10 ms to arrive, which their claims, some 60 ms, now hide). A
 // transfer that fails is reported to the parent and recorded for Listen,
-// the look-ups and Ready to return. Then it watches the parent until the
-// channel ends.
+// the look-ups and Ready to return. Then it receives the state, if the
+// parent announced one (a failure there is reported alike, and recorded
+// for InheritedState and Ready), and watches the parent until the channel
+// ends.
 func (u *Upgrader) receive(p *parentLink, n int) {
 	defer u.wg.Done()
 	err := p.conn.RecvInventoryBatches(n, u.inv.receive)
+	inventoryIn := err == nil
+	if inventoryIn {
+		u.inv.receiveEnded(nil) // Listen and its kin need not wait for the state
+		err = p.state.receive(p.conn, u)
+	}
 	switch {
 	case err == nil:
 		p.conn.SetDeadline(time.Time{})
@@ -96,7 +107,10 @@ func (u *Upgrader) receive(p *parentLink, n int) {
 		// on a full socket until its deadline, holding its listeners.
 		p.conn.CloseRead()
 	}
-	u.inv.receiveEnded(err)
+	p.state.end(err)
+	if !inventoryIn {
+		u.inv.receiveEnded(err)
+	}
 	if err != nil {
 		// The channel is broken, but the parent lives on (and will end
 		// this process): WaitForParent returns only at Stop.

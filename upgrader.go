@@ -133,7 +133,8 @@ func New(opts Options) (*Upgrader, error) {
 // which nobody will serve) and writing [Options.PIDFile]. From then on this
 // generation owns the socket files it serves, and may be upgraded.
 //
-// Ready first waits for the whole inventory, and returns the error if its
+// Ready first waits for the whole inventory, and the state if the parent
+// sent one ([Upgrader.InheritedState]), and returns the error if their
 // transfer failed (the parent, told already, serves on). It then blocks
 // until the parent acknowledged (it then stops accepting), or until the
 // parent is found gone: a successor whose parent died while it
@@ -149,6 +150,9 @@ func (u *Upgrader) Ready() error {
 	// Every inherited entry must be in before the unclaimed ones can go.
 	// A transfer that failed was reported to the parent already.
 	receiveErr := u.inv.awaitAll()
+	if receiveErr == nil {
+		receiveErr = u.awaitState() // and drops a state nobody took (state.go)
+	}
 	switch u.lc.now() {
 	case StateStarting:
 	case StateStopping, StateStopped:

@@ -346,7 +346,7 @@ func (c *Conn) recvBatch(limit int) ([]Entry, []int, error) {
 // the read deadline passes. It returns io.EOF if the stream ends cleanly
 // between frames (for the child: the parent is gone), io.ErrUnexpectedEOF
 // if it ends inside a frame, a *VersionError for a frame of another
-// version, and an error wrapping ErrMalformed for a HELLO or INVENTORY frame,
+// version, and an error wrapping ErrMalformed for a HELLO, INVENTORY or STATE frame,
 // for descriptors, or for a bad payload.
 func (c *Conn) RecvMessage() (Message, error) {
 	m, err := c.recvMessage()
@@ -363,7 +363,7 @@ func (c *Conn) recvMessage() (Message, error) {
 	}
 	closeFDs(fds)
 	switch {
-	case t == TypeHello || t == TypeInventory:
+	case t == TypeHello || t == TypeInventory || t == TypeState:
 		return Message{}, malformed("unexpected %v frame", t)
 	case len(fds) > 0:
 		return Message{}, malformed("%v frame arrived with %s", t, descriptors(len(fds)))

@@ -13,7 +13,8 @@
 //	        COMMITTED and STOP
 //
 // Integers inside payloads are unsigned varints (encoding/binary), strings a
-// varint length followed by that many bytes. Unknown frame types, short or
+// varint length followed by that many bytes (a STATE data frame is the
+// exception: raw bytes). Unknown frame types, short or
 // over-long payloads, out-of-range fields and trailing bytes are errors
 // wrapping [ErrMalformed]. The pure encoding ([AppendFrame], [ParseHeader] and
 // the Marshal/Unmarshal functions) is portable; [Conn], [Pair] and [FromFD]
@@ -21,11 +22,15 @@
 //
 // # Conversation
 //
-//	parent → child  HELLO      generation of the child, parent PID, number of entries
+//	parent → child  HELLO      generation of the child, parent PID, number of entries,
+//	                           whether STATE follows the inventory
 //	parent → child  INVENTORY  a batch of entries; the batch's descriptors travel in the
 //	                           SCM_RIGHTS control message of the same sendmsg (one per entry,
 //	                           in entry order), at most [MaxFDsPerMessage] per message;
 //	                           repeated until all entries announced in HELLO are sent
+//	parent → child  STATE      only if HELLO announced it: the application's state, its
+//	                           version and size, then its data in frames of up to
+//	                           [MaxPayload] bytes (at most [MaxState] in all)
 //	child  → parent READY      the child serves; or
 //	child  → parent FAILED     reason: the child gives up (its init failed, it stopped, or it
 //	                           cannot speak this protocol version)

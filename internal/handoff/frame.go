@@ -50,6 +50,9 @@ const (
 	TypeProbation Type = 7 // parent → child, right before ACK: a probation follows it
 	TypeCommitted Type = 8 // parent → child, after ACK: the probation passed; the parent drains
 	TypeStop      Type = 9 // child → parent, during a probation: the child stops on purpose; do not take the service back
+	// State (state.go): the application's blob, after the inventory,
+	// when HELLO announced it.
+	TypeState Type = 10 // parent → child, after INVENTORY: the state's header, then its data in order
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
@@ -74,12 +77,14 @@ func (t Type) String() string {
 		return "COMMITTED"
 	case TypeStop:
 		return "STOP"
+	case TypeState:
+		return "STATE"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypeStop }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeState }
 
 // empty reports whether frames of type t carry no payload.
 func (t Type) empty() bool {

@@ -39,6 +39,14 @@ func FuzzConnRecv(f *testing.F) {
 	f.Add(append(hello, inv[:9]...), uint8(2), at)
 	f.Add(AppendFrame(nil, TypeReady, nil), uint8(3), uint16(0))
 	f.Add(inv, uint8(250), uint16(0))
+	withState := AppendFrame(nil, TypeHello, Hello{Generation: 2, ParentPID: 1, Entries: 2, State: true}.Marshal())
+	withState = append(withState, inv...)
+	withState = append(withState, AppendFrame(nil, TypeState, StateHeader{Size: 5, Version: "v1"}.Marshal())...)
+	withState = AppendFrame(withState, TypeState, []byte("ab"))
+	withState = AppendFrame(withState, TypeState, []byte("cde"))
+	withState = AppendFrame(withState, TypeAck, nil)
+	f.Add(withState, uint8(2), at)
+	f.Add(withState, uint8(1), uint16(len(withState)-6-5-3))
 	f.Fuzz(func(t *testing.T, data []byte, nfds uint8, at uint16) {
 		before := proctest.CountFDs(t, os.Getpid(), proctest.AllFDs)
 		fuzzConnRecv(t, data, int(nfds)%254, int(at)%(len(data)+1)) // SCM_MAX_FD is 253
@@ -102,6 +110,11 @@ func fuzzConnRecv(t *testing.T, data []byte, nfds, at int) int {
 			got = len(es)
 		}
 		closeFDs(fds)
+		if err == nil && h.State {
+			if _, data, err := c.RecvState(); err == nil && len(data) > MaxState {
+				t.Fatalf("RecvState gave %d bytes", len(data))
+			}
+		}
 	}
 	for range 8 {
 		if _, err := c.RecvMessage(); err != nil {

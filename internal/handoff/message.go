@@ -47,12 +47,22 @@ type Entry struct {
 }
 
 // Hello is the payload of the HELLO frame that opens the conversation. On
-// the wire it is three uvarints: Generation, ParentPID, Entries.
+// the wire it is three uvarints: Generation, ParentPID, Entries; then, only
+// if a flag is set, a fourth: the flags (bit 0: State). A HELLO without
+// flags is what a sender that knows none writes, so it is read alike.
 type Hello struct {
 	Generation uint64 // the receiver's generation (sender's + 1)
 	ParentPID  int    // the sender's process ID, 0..math.MaxInt32
 	Entries    int    // how many inventory entries follow, 0..MaxEntries
+	State      bool   // STATE frames follow the inventory (see SendState)
 }
+
+// The HELLO flags. A flag this package does not know is ErrMalformed: it
+// would announce frames the receiver cannot read.
+const (
+	helloState = 1 << 0 // Hello.State
+	helloFlags = helloState
+)
 
 // Message is a frame that carries no descriptors and at most a reason: what
 // [Conn.RecvMessage] returns.
@@ -73,23 +83,35 @@ const minEntryLen = 6
 // negative or out-of-range ParentPID or Entries encodes as a value that
 // [UnmarshalHello] rejects.
 func (h Hello) Marshal() []byte {
-	p := make([]byte, 0, 3*binary.MaxVarintLen64)
+	p := make([]byte, 0, 4*binary.MaxVarintLen64)
 	p = binary.AppendUvarint(p, h.Generation)
 	p = binary.AppendUvarint(p, uint64(h.ParentPID))
-	return binary.AppendUvarint(p, uint64(h.Entries))
+	p = binary.AppendUvarint(p, uint64(h.Entries))
+	if h.State {
+		p = binary.AppendUvarint(p, helloState)
+	}
+	return p
 }
 
 // UnmarshalHello decodes a HELLO payload. It returns an error wrapping
 // [ErrMalformed] if the payload is truncated, has trailing bytes, announces
-// a generation above [MaxGeneration], holds a parent PID outside 0..math.MaxInt32, or
-// announces more than [MaxEntries] entries.
+// a generation above [MaxGeneration], holds a parent PID outside 0..math.MaxInt32,
+// announces more than [MaxEntries] entries, or has a flag this package
+// does not know.
 func UnmarshalHello(p []byte) (Hello, error) {
 	d := decoder{p: p}
 	gen := d.uvarint("generation")
 	pid := d.uvarint("parent pid")
 	n := d.uvarint("entry count")
+	var flags uint64
+	if d.err == nil && len(d.p) > 0 {
+		flags = d.uvarint("flags")
+	}
 	if err := d.finish("HELLO"); err != nil {
 		return Hello{}, err
+	}
+	if flags&^helloFlags != 0 {
+		return Hello{}, malformed("HELLO has unknown flags %#x", flags&^helloFlags)
 	}
 	if gen > MaxGeneration {
 		return Hello{}, malformed("HELLO announces generation %d, more than %d", gen, uint64(MaxGeneration))
@@ -100,7 +122,7 @@ func UnmarshalHello(p []byte) (Hello, error) {
 	if n > MaxEntries {
 		return Hello{}, malformed("HELLO announces %d entries, more than %d", n, MaxEntries)
 	}
-	return Hello{Generation: gen, ParentPID: int(pid), Entries: int(n)}, nil
+	return Hello{Generation: gen, ParentPID: int(pid), Entries: int(n), State: flags&helloState != 0}, nil
 }
 
 // MarshalEntries returns the INVENTORY payload for es: a uvarint count
