@@ -50,6 +50,10 @@ const (
 	TypeProbation Type = 7 // parent → child, right before ACK: a probation follows it
 	TypeCommitted Type = 8 // parent → child, after ACK: the probation passed; the parent drains
 	TypeStop      Type = 9 // child → parent, during a probation: the child stops on purpose; do not take the service back
+	// TypePredecessors: parent → child, after READY and before PROBATION
+	// and ACK: the older generations still running (see [Process]); sent
+	// only when there are any.
+	TypePredecessors Type = 11
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
@@ -74,12 +78,14 @@ func (t Type) String() string {
 		return "COMMITTED"
 	case TypeStop:
 		return "STOP"
+	case TypePredecessors:
+		return "PREDECESSORS"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypeStop }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeStop || t == TypePredecessors }
 
 // empty reports whether frames of type t carry no payload.
 func (t Type) empty() bool {
