@@ -75,6 +75,12 @@ var (
 	// generation is on probation for this one: there is nobody to take
 	// the service back.
 	ErrNoProbation = errors.New("molt: no parent generation on probation")
+
+	// ErrTooManyDraining is returned by [Upgrader.Upgrade] when
+	// [Options.MaxDraining] older generations are still running: nothing
+	// was started, and this generation goes on serving. The message names
+	// their PIDs; upgrade again once one has exited.
+	ErrTooManyDraining = errors.New("molt: too many older generations still draining")
 )
 
 // errStopBeforeReady is what a successor that stops before Ready tells its

@@ -42,6 +42,11 @@ var (
 	// was running ([CodeInProgress]); nothing was started.
 	ErrInProgress = errors.New("control: upgrade in progress")
 
+	// ErrTooManyDraining is returned by [Client.Upgrade] when the service
+	// refused because too many older generations were still draining
+	// ([CodeTooManyDraining]); nothing was started.
+	ErrTooManyDraining = errors.New("control: too many older generations still draining")
+
 	// ErrUnavailable is returned by [Client] calls the service cannot serve
 	// now: it is not ready, stopping, busy, or was replaced while the
 	// client kept reaching the old generation ([CodeNotReady],
@@ -50,8 +55,8 @@ var (
 )
 
 // Error is a reply that is not [CodeOK]. It unwraps to the sentinel of its
-// code: [ErrUpgradeFailed], [ErrInProgress], [ErrPermissionDenied],
-// [ErrUnavailable] or [ErrProtocol].
+// code: [ErrUpgradeFailed], [ErrInProgress], [ErrTooManyDraining],
+// [ErrPermissionDenied], [ErrUnavailable] or [ErrProtocol].
 type Error struct {
 	Op      Op // the request: OpUpgrade, OpStop or OpStatus
 	Code    Code
@@ -75,6 +80,8 @@ func codeError(c Code) error {
 		return ErrUpgradeFailed
 	case CodeInProgress:
 		return ErrInProgress
+	case CodeTooManyDraining:
+		return ErrTooManyDraining
 	case CodePermissionDenied:
 		return ErrPermissionDenied
 	case CodeNotReady, CodeStopping, CodeBusy, CodeReplaced:

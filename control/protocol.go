@@ -48,6 +48,11 @@ const (
 	CodeFailed Code = "failed"
 	// CodeInProgress: another upgrade is running; nothing was started.
 	CodeInProgress Code = "in_progress"
+	// CodeTooManyDraining: the service refused to upgrade because too
+	// many older generations are still draining
+	// (molt.Options.MaxDraining); nothing was started, and the error
+	// names them. Upgrade again once one has exited.
+	CodeTooManyDraining Code = "too_many_draining"
 	// CodeNotReady: the service has not called Ready yet.
 	CodeNotReady Code = "not_ready"
 	// CodeReplaced: the answering generation was replaced by a successor

@@ -561,6 +561,8 @@ func (s *Server) upgrade(rep *Reply) {
 		rep.Code, rep.Error, rep.Upgrade = CodeFailed, err.Error(), res
 	case errors.Is(err, molt.ErrUpgradeInProgress):
 		rep.Code, rep.Error = CodeInProgress, s.inProgressMessage()
+	case errors.Is(err, molt.ErrTooManyDraining):
+		rep.Code, rep.Error = CodeTooManyDraining, err.Error()
 	case errors.Is(err, molt.ErrNotReady):
 		rep.Code, rep.Error = CodeNotReady, "the service is not ready yet"
 	case errors.Is(err, molt.ErrUpgraded):

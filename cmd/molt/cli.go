@@ -17,13 +17,14 @@ import (
 
 // Exit statuses (documented in the package comment).
 const (
-	exitOK          = 0
-	exitFailed      = 1
-	exitUsage       = 2
-	exitInProgress  = 3
-	exitUnreachable = 4
-	exitDenied      = 5
-	exitNoReply     = 6
+	exitOK              = 0
+	exitFailed          = 1
+	exitUsage           = 2
+	exitInProgress      = 3
+	exitUnreachable     = 4
+	exitDenied          = 5
+	exitNoReply         = 6
+	exitTooManyDraining = 7
 )
 
 // envSocket names the environment variable with the default socket path.
@@ -60,6 +61,7 @@ Exit status:
   4  unreachable: no service accepts on the socket
   5  permission denied
   6  no reply within the timeout, or the connection was lost: the outcome is unknown
+  7  too many older generations still draining; nothing was started (upgrade again later)
 `
 
 // config is the parsed command line.
@@ -191,6 +193,8 @@ func replyStatus(c control.Code) int {
 		return exitOK
 	case control.CodeInProgress:
 		return exitInProgress
+	case control.CodeTooManyDraining:
+		return exitTooManyDraining
 	case control.CodePermissionDenied:
 		return exitDenied
 	}

@@ -254,6 +254,7 @@ func TestExitStatus(t *testing.T) {
 		control.CodeOK:               exitOK,
 		control.CodeFailed:           exitFailed,
 		control.CodeInProgress:       exitInProgress,
+		control.CodeTooManyDraining:  exitTooManyDraining,
 		control.CodePermissionDenied: exitDenied,
 		control.CodeStopping:         exitFailed,
 		control.CodeBadVersion:       exitFailed,

@@ -31,6 +31,9 @@
 //	   this user
 //	6  no reply within the timeout, or the connection was lost: the
 //	   outcome is unknown (ask with molt status)
+//	7  too many older generations of the service are still draining
+//	   (molt.Options.MaxDraining); nothing was started: upgrade again
+//	   once one has exited
 //
 // Results go to standard output, errors to standard error. With --json
 // every outcome, errors included, is one JSON object on standard output:

@@ -49,7 +49,7 @@ func printFailure(w io.Writer, rep *control.Reply) {
 		}
 		fmt.Fprintf(w, "molt: upgrade failed after %s: %s\n", duration(u.Duration), failure(u))
 		fmt.Fprintf(w, "molt: pid %d (generation %d) goes on serving\n", rep.PID, rep.Generation)
-	case control.CodeInProgress:
+	case control.CodeInProgress, control.CodeTooManyDraining:
 		fmt.Fprintf(w, "molt: upgrade not started: %s\n", rep.Error)
 	case control.CodePermissionDenied:
 		fmt.Fprintf(w, "molt: %s: %s\n", rep.Op, rep.Error)
