@@ -93,9 +93,11 @@ func (o *olderGenerations) addOlder(ps []handoff.Process) {
 	o.procs = append(older, o.procs...)
 }
 
+// containsProcess reports whether ps holds p: its PID with its start
+// time, or with an unknown one.
 func containsProcess(ps []handoff.Process, p handoff.Process) bool {
 	for _, x := range ps {
-		if x.PID == p.PID && x.Start == p.Start {
+		if x.PID == p.PID && (x.Start == p.Start || x.Start == 0 || p.Start == 0) {
 			return true
 		}
 	}
