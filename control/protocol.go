@@ -163,6 +163,10 @@ type Status struct {
 
 	// Listeners are the listening and packet sockets of the inventory.
 	Listeners []Listener `json:"listeners"`
+
+	// Draining lists the PIDs of the older generations still running,
+	// oldest first: those molt.Options.MaxDraining counts.
+	Draining []int `json:"draining,omitempty"`
 }
 
 // Listener is one socket of the inventory.

@@ -104,8 +104,13 @@ func TestCLITooManyDraining(t *testing.T) {
 		t.Errorf("Client.Upgrade while generation 1 drains = %v, want ErrTooManyDraining", err)
 	}
 	r = moltCLI(t, "-s", sock, "status", "--json")
-	if st := decodeReply(t, r).Status; st == nil || st.Generation != 2 || st.Upgrades != 1 || st.FailedUpgrades != 0 {
-		t.Errorf("status after the refusals: %s; want generation 2, no failed upgrade", r.stdout)
+	if st := decodeReply(t, r).Status; st == nil || st.Generation != 2 || st.Upgrades != 1 || st.FailedUpgrades != 0 ||
+		len(st.Draining) != 1 || st.Draining[0] != svc.pid {
+		t.Errorf("status after the refusals: %s; want generation 2, no failed upgrade, pid %d draining", r.stdout, svc.pid)
+	}
+	r = moltCLI(t, "-s", sock, "status")
+	if want := "draining      pid " + strconv.Itoa(svc.pid) + "\n"; !strings.Contains(r.stdout, want) {
+		t.Errorf("molt status lacks %q:\n%s", want, r.stdout)
 	}
 
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
