@@ -61,6 +61,7 @@ func roleOptions() molt.Options {
 	return molt.Options{
 		Logger:       roleLogger(),
 		ReadyTimeout: 30 * time.Second,
+		MaxDraining:  -1, // chains upgrade faster than drains end; the guard's tests are storm_test.go
 		Command: func(cmd *exec.Cmd) error {
 			next := os.Getenv(envNextRole)
 			if next == "" {

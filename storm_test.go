@@ -103,12 +103,18 @@ type storm struct {
 	logs    *lockedBuffer
 	exited  chan struct{} // generation 1 has exited; cmd.ProcessState is set then
 	tg      target
-	serving int // the PID that serves
+	serving int   // the PID that serves
+	pids    []int // every generation
 }
 
 // startStorm starts generation 1 with env and waits until it serves.
 func startStorm(t *testing.T, env ...string) *storm {
 	t.Helper()
+	// This process's descriptors come back to what they were (pidfds
+	// aside, as os/exec holds them for earlier tests' children too),
+	// once every clean-up below has run.
+	fds := proctest.CountFDs(t, os.Getpid(), proctest.NoPidfds)
+	t.Cleanup(func() { proctest.CheckFDs(t, "after the test", os.Getpid(), proctest.NoPidfds, fds) })
 	ev, w := pipe(t)
 	in, release, err := os.Pipe()
 	if err != nil {
@@ -136,7 +142,9 @@ func startStorm(t *testing.T, env ...string) *storm {
 	go func() { s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() {
 		release.Close() // every generation holding on stdin goes
-		ev.KillAll()
+		for _, pid := range s.pids {
+			proctest.KillIfOurs(pid) // not os.FindProcess: it would keep a pidfd until a GC
+		}
 		s.cmd.Process.Kill()
 		<-s.exited
 		select {
@@ -154,6 +162,7 @@ func startStorm(t *testing.T, env ...string) *storm {
 		t.Fatalf("first ready event %v, want pid %d generation 1", r, s.cmd.Process.Pid)
 	}
 	s.serving = s.cmd.Process.Pid
+	s.pids = append(s.pids, s.serving)
 	s.tg = target{"tcp", r["addr"]}
 	return s
 }
@@ -188,6 +197,7 @@ func (s *storm) upgrade(t *testing.T) (int, string) {
 			t.Fatalf("pid %d upgraded, the next draining event is %v", s.serving, d)
 		}
 		s.serving = pid
+		s.pids = append(s.pids, pid)
 		return pid, ""
 	case http.StatusConflict:
 		return 0, body
