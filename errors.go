@@ -100,6 +100,12 @@ var (
 	// of an upgrade whose [Options.SaveState] returned more than
 	// [MaxStateSize] bytes, or a version longer than [MaxStateVersionLen].
 	ErrStateTooLarge = errors.New("molt: state too large to hand on")
+
+	// ErrTooManyDraining is returned by [Upgrader.Upgrade] when
+	// [Options.MaxDraining] older generations are still running: nothing
+	// was started, and this generation goes on serving. The message names
+	// their PIDs; upgrade again once one has exited.
+	ErrTooManyDraining = errors.New("molt: too many older generations still draining")
 )
 
 // errStopBeforeReady is what a successor that stops before Ready tells its

@@ -106,6 +106,31 @@ type Options struct {
 	// ([*ReportedError]). Nil means no state: InheritedState returns
 	// [ErrNoState].
 	SaveState func(ctx context.Context) (version string, data []byte, err error)
+
+	// MaxDraining bounds how many older generations may still be running
+	// (draining) when an upgrade starts: with that many, Upgrade refuses
+	// at once with [ErrTooManyDraining], naming their PIDs, before it
+	// starts anything, and this generation serves on. It guards against a
+	// reload storm — a deploy loop, a flapping config watcher — piling up
+	// old processes, each with its memory and connections. Zero means
+	// [DefaultMaxDraining] (2: a second deploy may follow the first while
+	// its old generation still drains, a third waits); a negative value
+	// means no limit. This generation's parent counts while it runs, and
+	// so do the older generations it reported still running.
+	MaxDraining int
+
+	// DrainTimeout, if positive, ends this process that long after a
+	// successful upgrade (after [Upgrader.Exit] was closed with reason
+	// [Upgraded]) if it is still running: molt logs an error and exits
+	// with status [DrainTimeoutExitCode], without running deferred
+	// functions, wherever the drain is. It never fires before the upgrade
+	// is committed (with [Options.Probation], after the probation), nor
+	// after a Stop that was not preceded by an upgrade; Stop does not
+	// disarm it. Zero means no cap: the application's drain decides how
+	// long this generation lingers, as long-lived connections (WebSockets,
+	// streams) may need; [Options.MaxDraining] then still keeps lingering
+	// generations from piling up.
+	DrainTimeout time.Duration
 }
 
 func (o *Options) readyTimeout() time.Duration {

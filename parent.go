@@ -43,13 +43,14 @@ const commitTimeout = 10 * time.Second
 // serving and the error says why: [ErrNotReady] before Ready,
 // [ErrUpgradeInProgress] while another Upgrade runs (exactly one runs at a
 // time, from the call until its successor is ready or reaped),
-// [ErrUpgraded] after a successful one, [ErrStopped] after Stop, or a
-// [*ChildError] for a check that failed, or a successor that did not
-// start, failed the hand-off, exited, was killed by a signal, reported a
-// failure, missed [Options.ReadyTimeout] ([ErrReadyTimeout]), was
-// abandoned because ctx ended, or died during the probation
-// ([ErrRolledBack]). A failed successor has been killed with its process
-// group and reaped when Upgrade returns.
+// [ErrUpgraded] after a successful one, [ErrStopped] after Stop,
+// [ErrTooManyDraining] while [Options.MaxDraining] older generations still
+// run (nothing was started), or a [*ChildError] for a check that failed,
+// or a successor that did not start, failed the hand-off, exited, was
+// killed by a signal, reported a failure, missed [Options.ReadyTimeout]
+// ([ErrReadyTimeout]), was abandoned because ctx ended, or died during the
+// probation ([ErrRolledBack]). A failed successor has been killed with its
+// process group and reaped when Upgrade returns.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	start := time.Now()
 	plan, err := u.beginUpgrade(start)
@@ -121,6 +122,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	u.inv.endSend(true)
 	u.log.Info("molt: upgrade succeeded", "successor_pid", ev.SuccessorPID, "duration", ev.Duration)
 	u.lc.transition(StateUpgrading, StateDraining, ev)
+	u.armDrainTimeout()
 	return nil
 }
 
@@ -150,6 +152,11 @@ func (u *Upgrader) beginUpgrade(start time.Time) ([]*entry, error) {
 		// The parent's upgrade is still running: it would take the
 		// service back when this process ends after its own upgrade.
 		return nil, fmt.Errorf("%w: the parent generation (pid %d) has this one on probation", ErrUpgradeInProgress, p.pid)
+	}
+	if u.lc.now() == StateReady {
+		if err := u.checkDraining(); err != nil {
+			return nil, err
+		}
 	}
 	if u.generation >= handoff.MaxGeneration {
 		return nil, fmt.Errorf("molt: generation %d is the last the hand-off protocol counts; restart the service to start again from 1", u.generation)
@@ -228,8 +235,8 @@ func (u *Upgrader) commit(s *process) {
 func (u *Upgrader) acknowledge(s *process, probation bool) error {
 	s.sendMu.Lock()
 	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	var err error
-	if probation {
+	err := u.sendPredecessors(s)
+	if err == nil && probation {
 		err = s.conn.SendProbation()
 	}
 	if err == nil {

@@ -63,6 +63,7 @@ func roleOptions() molt.Options {
 		Logger:       roleLogger(),
 		ReadyTimeout: 30 * time.Second,
 		Check:        roleCheck(),
+		MaxDraining:  -1, // chains upgrade faster than drains end; the guard's tests are storm_test.go
 		Command: func(cmd *exec.Cmd) error {
 			next := os.Getenv(envNextRole)
 			if next == "" {

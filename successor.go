@@ -197,6 +197,8 @@ func (u *Upgrader) watch(p *parentLink) {
 				p.commit()
 			}
 			close(p.acked)
+		case m.Type == handoff.TypePredecessors && !acked:
+			u.older.addOlder(m.Predecessors)
 		case m.Type == handoff.TypeProbation && !acked:
 			p.probation.Store(true)
 		case m.Type == handoff.TypeCommitted && acked:

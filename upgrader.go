@@ -49,6 +49,8 @@ type Upgrader struct {
 
 	commitMu    sync.Mutex // protects commitHooks; held while they run
 	commitHooks []*commitHook
+
+	older olderGenerations // older generations that may still run (storm.go)
 }
 
 // New creates the process's Upgrader. If this process was started by an
@@ -110,6 +112,7 @@ func New(opts Options) (*Upgrader, error) {
 			return nil, err
 		}
 		u.parent, u.generation, hello.entries = p, h.Generation, h.Entries
+		u.older.addParent(p.pid, h.Generation-1)
 	}
 	// Every record of this Upgrader names the process and its generation.
 	u.log = u.log.With("pid", os.Getpid(), "generation", u.generation)
@@ -320,6 +323,10 @@ type Stats struct {
 
 	// Inventory lists the entries in inventory order.
 	Inventory []EntryStats
+
+	// Draining lists the PIDs of the older generations still running,
+	// oldest first: those [Options.MaxDraining] counts.
+	Draining []int
 }
 
 // EntryStats describes one inventory entry.
@@ -345,6 +352,7 @@ func (u *Upgrader) Stats() Stats {
 		FailedUpgrades: failed,
 		LastUpgrade:    last,
 		Inventory:      u.inv.stats(),
+		Draining:       u.drainingPIDs(),
 	}
 }
 

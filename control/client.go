@@ -37,7 +37,9 @@ type Client struct {
 // generation, the duration. A failed upgrade returns an [*Error]
 // unwrapping to [ErrUpgradeFailed] whose Upgrade field says why (the
 // service goes on serving); another upgrade running returns one unwrapping
-// to [ErrInProgress]. The other errors are those of [Client.Do].
+// to [ErrInProgress], a refusal because too many older generations still
+// drain one unwrapping to [ErrTooManyDraining]. The other errors are those
+// of [Client.Do].
 func (c *Client) Upgrade(ctx context.Context) (*UpgradeResult, error) {
 	return c.upgrade(ctx, Request{V: Version, Op: OpUpgrade})
 }

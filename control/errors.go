@@ -50,6 +50,10 @@ var (
 	// when another generation than the one named serves
 	// ([CodeGenerationChanged]); nothing was started.
 	ErrGenerationChanged = errors.New("control: generation changed")
+	// ErrTooManyDraining is returned by [Client.Upgrade] when the service
+	// refused because too many older generations were still draining
+	// ([CodeTooManyDraining]); nothing was started.
+	ErrTooManyDraining = errors.New("control: too many older generations still draining")
 
 	// ErrUnavailable is returned by [Client] calls the service cannot serve
 	// now: it is not ready, stopping, busy, or was replaced while the
@@ -59,7 +63,8 @@ var (
 )
 
 // Error is a reply that is not [CodeOK]. It unwraps to the sentinel of its
-// code: [ErrUpgradeFailed], [ErrCheckFailed], [ErrInProgress], [ErrGenerationChanged],
+// code: [ErrUpgradeFailed], [ErrCheckFailed], [ErrInProgress],
+// [ErrTooManyDraining], [ErrGenerationChanged],
 // [ErrPermissionDenied], [ErrUnavailable] or [ErrProtocol].
 type Error struct {
 	Op      Op // the request: OpUpgrade, OpStop or OpStatus
@@ -91,6 +96,8 @@ func codeError(c Code) error {
 		return ErrGenerationChanged
 	case CodeCheckFailed:
 		return ErrCheckFailed
+	case CodeTooManyDraining:
+		return ErrTooManyDraining
 	case CodePermissionDenied:
 		return ErrPermissionDenied
 	case CodeNotReady, CodeStopping, CodeBusy, CodeReplaced:

@@ -69,6 +69,8 @@ func ExampleClient_Upgrade() {
 		fmt.Println("the successor failed:", ce.Upgrade.Reason, "- the old generation serves on")
 	case errors.Is(err, control.ErrInProgress):
 		fmt.Println("another upgrade is running")
+	case errors.Is(err, control.ErrTooManyDraining):
+		fmt.Println("older generations still drain; try again later")
 	case errors.Is(err, control.ErrUnreachable):
 		fmt.Println("no service listens on", c.Path)
 	case errors.Is(err, control.ErrNoReply):

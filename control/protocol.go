@@ -59,6 +59,11 @@ const (
 	// ([Request.IfGeneration]) and another one serves; nothing was
 	// started. [Reply.Generation] is the serving one.
 	CodeGenerationChanged Code = "generation_changed"
+	// CodeTooManyDraining: the service refused to upgrade because too
+	// many older generations are still draining
+	// (molt.Options.MaxDraining); nothing was started, and the error
+	// names them. Upgrade again once one has exited.
+	CodeTooManyDraining Code = "too_many_draining"
 	// CodeNotReady: the service has not called Ready yet.
 	CodeNotReady Code = "not_ready"
 	// CodeReplaced: the answering generation was replaced by a successor
@@ -185,6 +190,10 @@ type Status struct {
 
 	// Listeners are the listening and packet sockets of the inventory.
 	Listeners []Listener `json:"listeners"`
+
+	// Draining lists the PIDs of the older generations still running,
+	// oldest first: those molt.Options.MaxDraining counts.
+	Draining []int `json:"draining,omitempty"`
 }
 
 // Listener is one socket of the inventory.

@@ -199,6 +199,7 @@ func TestErrorUnwrap(t *testing.T) {
 	}{
 		{CodeFailed, ErrUpgradeFailed},
 		{CodeInProgress, ErrInProgress},
+		{CodeTooManyDraining, ErrTooManyDraining},
 		{CodePermissionDenied, ErrPermissionDenied},
 		{CodeNotReady, ErrUnavailable},
 		{CodeStopping, ErrUnavailable},

@@ -57,7 +57,8 @@ func successorCommand(cmd *exec.Cmd) error {
 // handling: a second stop signal exits with status 7.
 func roleService() int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: 60 * time.Second, Command: successorCommand})
+	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: 60 * time.Second, Command: successorCommand,
+		MaxDraining: -1}) // upgrades follow each other faster than drains end
 	if err != nil {
 		proctest.Say("error err=%q", err.Error())
 		return 10

@@ -568,6 +568,8 @@ func (s *Server) upgrade(rep *Reply, ifGen uint64) {
 	case errors.Is(err, molt.ErrGenerationChanged):
 		rep.Code = CodeGenerationChanged
 		rep.Error = fmt.Sprintf("generation %d serves, not generation %d; nothing was started", rep.Generation, ifGen)
+	case errors.Is(err, molt.ErrTooManyDraining):
+		rep.Code, rep.Error = CodeTooManyDraining, err.Error()
 	case errors.Is(err, molt.ErrNotReady):
 		rep.Code, rep.Error = CodeNotReady, "the service is not ready yet"
 	case errors.Is(err, molt.ErrUpgraded):

@@ -31,6 +31,7 @@ func StatusOf(upg *molt.Upgrader) Status {
 		Upgrades:       st.Generation - 1,
 		FailedUpgrades: st.FailedUpgrades,
 		Listeners:      []Listener{},
+		Draining:       st.Draining,
 	}
 	if last := st.LastUpgrade; last != nil {
 		r := UpgradeResult{

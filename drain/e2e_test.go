@@ -62,7 +62,8 @@ func report(e serverEvent) {
 // listener inherited across upgrades.
 func serve(mode string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: time.Minute})
+	// Upgrades follow each other faster than drains end: no storm guard.
+	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: time.Minute, MaxDraining: -1})
 	if err != nil {
 		report(serverEvent{Event: "error", Err: err.Error()})
 		return 1

@@ -17,14 +17,15 @@ import (
 
 // Exit statuses (documented in the package comment).
 const (
-	exitOK          = 0
-	exitFailed      = 1
-	exitUsage       = 2
-	exitInProgress  = 3
-	exitUnreachable = 4
-	exitDenied      = 5
-	exitNoReply     = 6
-	exitGeneration  = 7
+	exitOK              = 0
+	exitFailed          = 1
+	exitUsage           = 2
+	exitInProgress      = 3
+	exitUnreachable     = 4
+	exitDenied          = 5
+	exitNoReply         = 6
+	exitGeneration      = 7
+	exitTooManyDraining = 8
 )
 
 // envSocket names the environment variable with the default socket path.
@@ -65,6 +66,7 @@ Exit status:
   5  permission denied
   6  no reply within the timeout, or the connection was lost: the outcome is unknown
   7  another generation than --if-generation's serves; nothing was started
+  8  too many older generations still draining; nothing was started (upgrade again later)
 `
 
 // config is the parsed command line.
@@ -210,6 +212,8 @@ func replyStatus(c control.Code) int {
 		return exitGeneration
 	case control.CodeCheckFailed:
 		return exitFailed
+	case control.CodeTooManyDraining:
+		return exitTooManyDraining
 	case control.CodePermissionDenied:
 		return exitDenied
 	}

@@ -251,12 +251,15 @@ func (b *syncBuffer) String() string {
 
 func TestExitStatus(t *testing.T) {
 	for code, want := range map[control.Code]int{
-		control.CodeOK:               exitOK,
-		control.CodeFailed:           exitFailed,
-		control.CodeInProgress:       exitInProgress,
-		control.CodePermissionDenied: exitDenied,
-		control.CodeStopping:         exitFailed,
-		control.CodeBadVersion:       exitFailed,
+		control.CodeOK:                exitOK,
+		control.CodeFailed:            exitFailed,
+		control.CodeInProgress:        exitInProgress,
+		control.CodeTooManyDraining:   exitTooManyDraining,
+		control.CodeGenerationChanged: exitGeneration,
+		control.CodeCheckFailed:       exitFailed,
+		control.CodePermissionDenied:  exitDenied,
+		control.CodeStopping:          exitFailed,
+		control.CodeBadVersion:        exitFailed,
 	} {
 		if got := replyStatus(code); got != want {
 			t.Errorf("replyStatus(%s) = %d, want %d", code, got, want)

@@ -36,6 +36,9 @@
 //	   outcome is unknown (ask with molt status)
 //	7  another generation than --if-generation's serves: someone else
 //	   upgraded the service since; nothing was started
+//	8  too many older generations of the service are still draining
+//	   (molt.Options.MaxDraining); nothing was started: upgrade again
+//	   once one has exited
 //
 // Results go to standard output, errors to standard error. With --json
 // every outcome, errors included, is one JSON object on standard output:

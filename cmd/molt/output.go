@@ -64,7 +64,7 @@ func printFailure(w io.Writer, rep *control.Reply) {
 		}
 		fmt.Fprintf(w, "molt: check failed after %s: %s\n", duration(c.Duration), failure(c))
 		printOutput(w, c.Output)
-	case control.CodeInProgress:
+	case control.CodeInProgress, control.CodeTooManyDraining:
 		fmt.Fprintf(w, "molt: upgrade not started: %s\n", rep.Error)
 	case control.CodePermissionDenied:
 		fmt.Fprintf(w, "molt: %s: %s\n", rep.Op, rep.Error)
@@ -119,6 +119,9 @@ func printStatus(w io.Writer, st *control.Status, now time.Time) {
 	fmt.Fprintf(tw, "uptime\t%s (since %s)\n", st.Uptime.Round(time.Second), st.Started.In(location).Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(tw, "upgrades\t%d done, %d failed\n", st.Upgrades, st.FailedUpgrades)
 	fmt.Fprintf(tw, "last upgrade\t%s\n", lastUpgrade(st.LastUpgrade, now))
+	if len(st.Draining) > 0 {
+		fmt.Fprintf(tw, "draining\t%s\n", pidList(st.Draining))
+	}
 	tw.Flush()
 
 	if len(st.Listeners) == 0 {
@@ -175,4 +178,13 @@ func duration(d time.Duration) string {
 		return d.Round(10 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// pidList names the older generations still draining: "pid 12, pid 34".
+func pidList(pids []int) string {
+	names := make([]string, len(pids))
+	for i, pid := range pids {
+		names[i] = fmt.Sprintf("pid %d", pid)
+	}
+	return strings.Join(names, ", ")
 }

@@ -63,6 +63,9 @@ func (c *Conn) SendCommitted() error { return ErrNotSupported }
 // SendStop returns ErrNotSupported.
 func (c *Conn) SendStop() error { return ErrNotSupported }
 
+// SendPredecessors returns ErrNotSupported.
+func (c *Conn) SendPredecessors(ps []Process) error { return ErrNotSupported }
+
 // RecvHello returns ErrNotSupported.
 func (c *Conn) RecvHello() (Hello, error) { return Hello{}, ErrNotSupported }
 

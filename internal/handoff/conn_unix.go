@@ -209,6 +209,15 @@ func (c *Conn) SendCommitted() error { return c.write(AppendFrame(nil, TypeCommi
 // SendStop writes STOP: the child stops on purpose during its probation.
 func (c *Conn) SendStop() error { return c.write(AppendFrame(nil, TypeStop, nil), nil) }
 
+// SendPredecessors writes PREDECESSORS listing ps, the older generations
+// that still run: between 1 and MaxPredecessors of them.
+func (c *Conn) SendPredecessors(ps []Process) error {
+	if len(ps) == 0 || len(ps) > MaxPredecessors {
+		return fmt.Errorf("handoff: PREDECESSORS lists 1 to %d processes (got %d)", MaxPredecessors, len(ps))
+	}
+	return c.write(AppendFrame(nil, TypePredecessors, MarshalPredecessors(ps)), nil)
+}
+
 // RecvHello reads the first frame, which must be HELLO, and returns its
 // content. It blocks until a frame arrives or the read deadline passes.
 // It returns io.EOF if the stream ends before the frame,
@@ -340,9 +349,10 @@ func (c *Conn) recvBatch(limit int) ([]Entry, []int, error) {
 	return batch, fds, nil
 }
 
-// RecvMessage reads the next frame, which must be READY, FAILED, ACK or
-// CONN, and returns it; Reason is set for FAILED, Entry and FD (owned by
-// the caller from then on) for CONN. It blocks until a frame arrives or
+// RecvMessage reads the next frame, which must be READY, FAILED, ACK,
+// CONN, PROBATION, COMMITTED, STOP or PREDECESSORS, and returns it; Reason
+// is set for FAILED, Entry and FD (owned by the caller from then on) for
+// CONN, Predecessors for PREDECESSORS. It blocks until a frame arrives or
 // the read deadline passes. It returns io.EOF if the stream ends cleanly
 // between frames (for the child: the parent is gone), io.ErrUnexpectedEOF
 // if it ends inside a frame, a *VersionError for a frame of another
@@ -373,6 +383,12 @@ func (c *Conn) recvMessage() (Message, error) {
 			return Message{}, err
 		}
 		return Message{Type: t, Reason: r}, nil
+	case t == TypePredecessors:
+		ps, err := UnmarshalPredecessors(p)
+		if err != nil {
+			return Message{}, err
+		}
+		return Message{Type: t, Predecessors: ps}, nil
 	}
 	return Message{Type: t}, nil
 }

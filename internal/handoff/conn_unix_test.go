@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"syscall"
@@ -258,14 +259,14 @@ func TestConversation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []Message{{Type: TypeReady}, {Type: TypeFailed, Reason: "init: boom"}} {
-		if m, err := parent.RecvMessage(); err != nil || m != want {
+		if m, err := parent.RecvMessage(); err != nil || !reflect.DeepEqual(m, want) {
 			t.Fatalf("RecvMessage = %+v, %v; want %+v", m, err, want)
 		}
 	}
 	if err := parent.SendAck(); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := child.RecvMessage(); err != nil || m != (Message{Type: TypeAck}) {
+	if m, err := child.RecvMessage(); err != nil || !reflect.DeepEqual(m, Message{Type: TypeAck}) {
 		t.Fatalf("RecvMessage = %+v, %v; want ACK", m, err)
 	}
 	parent.Close()

@@ -34,6 +34,8 @@
 //	child  → parent READY      the child serves; or
 //	child  → parent FAILED     reason: the child gives up (its init failed, it stopped, or it
 //	                           cannot speak this protocol version)
+//	parent → child  PREDECESSORS  the older generations still running (pid, start time,
+//	                           generation each), only if there are any
 //	parent → child  PROBATION  only with a probation: the ACK that follows starts it
 //	parent → child  ACK        the parent stops accepting: the child serves now
 //	parent → child  CONN       an idle connection to serve, with its descriptor (while draining)

@@ -53,6 +53,10 @@ const (
 	// State (state.go): the application's blob, after the inventory,
 	// when HELLO announced it.
 	TypeState Type = 10 // parent → child, after INVENTORY: the state's header, then its data in order
+	// TypePredecessors: parent → child, after READY and before PROBATION
+	// and ACK: the older generations still running (see [Process]); sent
+	// only when there are any.
+	TypePredecessors Type = 11
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
@@ -79,12 +83,14 @@ func (t Type) String() string {
 		return "STOP"
 	case TypeState:
 		return "STATE"
+	case TypePredecessors:
+		return "PREDECESSORS"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypeState }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypePredecessors }
 
 // empty reports whether frames of type t carry no payload.
 func (t Type) empty() bool {

@@ -67,10 +67,13 @@ const (
 // Message is a frame that carries no descriptors and at most a reason: what
 // [Conn.RecvMessage] returns.
 type Message struct {
-	Type   Type   // TypeReady, TypeFailed, TypeAck or TypeConn
+	Type   Type   // TypeReady, TypeFailed, TypeAck, TypeConn, TypePredecessors, ...
 	Reason string // why the child gave up; only for TypeFailed
 	Entry  Entry  // the connection and the listener it came from; only for TypeConn
 	FD     int    // the connection's descriptor, owned by the caller; only for TypeConn
+	// Predecessors are the older generations still running; only for
+	// TypePredecessors.
+	Predecessors []Process
 }
 
 // maxReason caps the bytes of a FAILED reason written by MarshalReason.

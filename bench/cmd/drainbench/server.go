@@ -174,7 +174,9 @@ func runMoltServer() int {
 	upgMarks = newMarks()
 	logger := slog.New(startedHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), upgMarks}).
 		With("pid", os.Getpid())
-	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout})
+	// Upgrades come every -interval, faster than the ~2 s streams drain:
+	// no storm guard, so that every system is upgraded as often.
+	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout, MaxDraining: -1})
 	if err != nil {
 		return fail(err)
 	}
