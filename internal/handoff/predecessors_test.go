@@ -69,9 +69,9 @@ func TestPredecessorsFrame(t *testing.T) {
 	if err != nil || typ != TypePredecessors || n != len(frame)-6 {
 		t.Errorf("ParseHeader = %v, %d, %v; want PREDECESSORS, %d", typ, n, err, len(frame)-6)
 	}
-	// 10 is not this package's to define.
-	if _, _, err := ParseHeader(header(2, Version, 10)); err == nil {
-		t.Errorf("ParseHeader accepted type 10")
+	// The type after the last one defined.
+	if _, _, err := ParseHeader(header(2, Version, TypePredecessors+1)); err == nil {
+		t.Errorf("ParseHeader accepted type %d", TypePredecessors+1)
 	}
 }
 

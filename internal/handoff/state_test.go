@@ -69,8 +69,8 @@ func TestStateFrameType(t *testing.T) {
 	if err != nil || typ != TypeState || n != 9 {
 		t.Fatalf("ParseHeader(STATE) = %v, %d, %v", typ, n, err)
 	}
-	_, _, err = ParseHeader(header(2, Version, TypeState+1))
-	checkErr(t, err, "unknown frame type 11")
+	_, _, err = ParseHeader(header(2, Version, TypePredecessors+1))
+	checkErr(t, err, "unknown frame type 12")
 }
 
 func FuzzUnmarshalStateHeader(f *testing.F) {
