@@ -70,7 +70,7 @@
 //
 // # Upgrade safety
 //
-// Three options make an upgrade safer than a bare hand-off:
+// These options make an upgrade safer than a bare hand-off:
 //
 //   - [Options.Check], the pre-flight check: the new binary runs once in
 //     check mode before anything is handed over, and a failing check
@@ -84,6 +84,10 @@
 //     still queued are served by this generation.
 //   - [Upgrader.UpgradeIfGeneration] upgrades only a named generation,
 //     so that two deploy tools cannot stack upgrades.
+//   - [Options.MaxDraining] refuses an upgrade while that many older
+//     generations still drain ([ErrTooManyDraining]), and
+//     [Options.DrainTimeout] ends a generation that drains too long.
+//   - [Options.SaveState] carries application state (see State below).
 //
 // # Inventory
 //
