@@ -5,7 +5,8 @@ import (
 	"net"
 	"os/user"
 	"strconv"
-	"syscall"
+
+	"github.com/moltgo/molt/internal/peercred"
 )
 
 // Who may use the control socket: the peer credentials of each connection
@@ -33,26 +34,13 @@ func (p peer) attrs() []any {
 	return []any{"peer_pid", p.pid, "peer_uid", p.uid, "peer_gid", p.gid}
 }
 
-// peerOf reads the credentials of c's peer through its SyscallConn (never
-// through File, which would duplicate the descriptor).
+// peerOf reads the credentials of c's peer.
 func peerOf(c net.Conn) (peer, error) {
-	unknown := peer{-1, -1, -1}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return unknown, fmt.Errorf("control: %T has no descriptor", c)
-	}
-	rc, err := sc.SyscallConn()
+	cr, err := peercred.OfConn(c)
 	if err != nil {
-		return unknown, fmt.Errorf("control: peer credentials: %w", err)
+		return peer{-1, -1, -1}, fmt.Errorf("control: %w", err)
 	}
-	p, perr := unknown, error(nil)
-	if err := rc.Control(func(fd uintptr) { p, perr = peerCred(int(fd)) }); err != nil {
-		return unknown, fmt.Errorf("control: peer credentials: %w", err)
-	}
-	if perr != nil {
-		return unknown, fmt.Errorf("control: peer credentials: %w", perr)
-	}
-	return p, nil
+	return peer{pid: cr.PID, uid: cr.UID, gid: cr.GID}, nil
 }
 
 // lookupGroup resolves a group name or numeric ID.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/peercred"
 )
 
 const (
@@ -141,7 +142,7 @@ type Server struct {
 // read, and with the Upgrader's errors (such as [molt.ErrStopped]). The
 // caller must call [Server.Close] when done.
 func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
-	if !credSupported {
+	if !peercred.Supported {
 		return nil, fmt.Errorf("%w: cannot read a peer's credentials on %s, so the socket would be unauthenticated", ErrNotSupported, runtime.GOOS)
 	}
 	mode := opts.Mode

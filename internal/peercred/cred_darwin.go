@@ -1,4 +1,4 @@
-package control
+package peercred
 
 import "golang.org/x/sys/unix"
 

@@ -1,4 +1,4 @@
-package control
+package peercred
 
 // peerPID is unknown: x/sys does not expose the process ID in FreeBSD's
 // xucred.
