@@ -74,6 +74,11 @@ func TestFaults(t *testing.T) {
 		{"50 concurrent upgrade requests", concurrentUpgrades},
 		{"successor exits during its probation: rolled back", successorFailsProbation("exit-in-probation", "exiting")},
 		{"successor asks to be rolled back during its probation", successorFailsProbation("rollback-in-probation", "rolling-back")},
+		{"a process started by someone else takes over, then 20 takeovers alternate", takeoverSucceeds},
+		{"taker crashes mid-inventory", takerFailsWith("crash-mid-inventory", 30*time.Second, 300, takerCrashedMidInventory)},
+		{"taker crashes before READY", takerFails("crash-before-ready", 30*time.Second, wantStage(molt.StageInit, "the taker closed the takeover connection"))},
+		{"taker crashes right after READY", takerFails("crash-after-ready", 30*time.Second, wantStage(molt.StageInit, ""))},
+		{"taker hangs in init: killed at the ReadyTimeout", takerFails("hang-in-init", 3*time.Second, takerHung)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

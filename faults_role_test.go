@@ -40,6 +40,7 @@ const (
 	envFaultExtra   = "MOLT_FAULT_EXTRA"   // "network address" of a second listener
 	envFaultPIDFile = "MOLT_FAULT_PIDFILE" // Options.PIDFile
 	envFaultAfter   = "MOLT_FAULT_AFTER"   // for the *-in-probation faults: fail this long after Ready, not after 20 requests
+	envTakeoverSock = "MOLT_TEST_TAKEOVER" // Options.TakeoverSocket
 )
 
 func init() { roles["fault"] = roleFault }
@@ -229,9 +230,10 @@ func roleFault() int {
 // faultOptions: the role's successor plays "fault" with MOLT_FAULT_NEXT.
 func faultOptions() molt.Options {
 	return molt.Options{
-		Logger:       roleLogger(),
-		ReadyTimeout: 30 * time.Second,
-		PIDFile:      os.Getenv(envFaultPIDFile),
+		Logger:         roleLogger(),
+		ReadyTimeout:   30 * time.Second,
+		PIDFile:        os.Getenv(envFaultPIDFile),
+		TakeoverSocket: os.Getenv(envTakeoverSock),
 		Command: func(cmd *exec.Cmd) error {
 			cmd.Env = append(cmd.Env, envRole+"=fault", envFault+"="+os.Getenv(envFaultNext),
 				envFaultNext+"=", envFaultParent+"=")

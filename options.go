@@ -64,6 +64,36 @@ type Options struct {
 	// exits 0, and Upgrade starts the successor directly.
 	Check func(ctx context.Context) error
 
+	// TakeoverSocket, if set, is the path of a Unix socket on which this
+	// generation, once ready, accepts takeovers: a process that someone
+	// else started (another systemd unit, a container that shares the
+	// network namespace and this directory, an operator) and that was
+	// given this path as its [Options.TakeoverFrom] takes over the
+	// service with the same protocol, checks and guarantees as a
+	// successor Upgrade starts (without the pre-flight check: the taker
+	// runs already). Only this process's user, root and members of
+	// TakeoverGroup may; the socket file is created with mode 0600 (0660
+	// with a group). The socket follows the generations like a listener
+	// of the inventory. Empty means no takeovers.
+	TakeoverSocket string
+
+	// TakeoverGroup, a group name or ID, lets its members take over too
+	// (see TakeoverSocket). Empty means only the user and root.
+	TakeoverGroup string
+
+	// TakeoverFrom, if set, makes New take over from the generation that
+	// serves the takeover socket at this path (its
+	// [Options.TakeoverSocket]) instead of starting as generation 1; the
+	// environment variable MOLT_TAKEOVER_FROM does the same, and New
+	// removes it. If nothing serves the path (no socket file, or nobody
+	// accepting), New starts as generation 1, so one configuration
+	// serves the first start and every later takeover. The serving
+	// generation must run as this process's user or root. A refusal, or a
+	// failure before the ACK, is New's or Ready's error; the serving
+	// generation then serves on. A process started by a previous
+	// generation ignores TakeoverFrom.
+	TakeoverFrom string
+
 	// Probation, if positive, keeps this generation able to take the
 	// service back for that long after its successor took over. Once the
 	// successor has taken the ACK (its Ready returned), this generation

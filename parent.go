@@ -51,10 +51,17 @@ const commitTimeout = 10 * time.Second
 // ([ErrReadyTimeout]), was abandoned because ctx ended, or died during the
 // probation ([ErrRolledBack]). A failed successor has been killed with its
 // process group and reaped when Upgrade returns.
-func (u *Upgrader) Upgrade(ctx context.Context) error {
+func (u *Upgrader) Upgrade(ctx context.Context) error { return u.upgrade(ctx, nil) }
+
+// upgrade is Upgrade, to a successor this process starts (tk nil) or to
+// the taker tk, which connected by itself (takeover.go).
+func (u *Upgrader) upgrade(ctx context.Context, tk *takerConn) error {
 	start := time.Now()
 	plan, err := u.beginUpgrade(start)
 	if err != nil {
+		if tk != nil {
+			tk.refuse(err)
+		}
 		return err
 	}
 	// Stop interrupts an upgrade the way ctx does.
@@ -67,13 +74,13 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	u.log.Info("molt: upgrade started", "entries", len(plan))
+	u.log.Info("molt: upgrade started", "entries", len(plan), "takeover", tk != nil)
 	var s *process
-	if u.opts.Check != nil {
+	if u.opts.Check != nil && tk == nil { // a taker runs already: there is nothing to check
 		err = u.Check(ctx)
 	}
 	if err == nil {
-		s, err = u.runUpgrade(ctx, plan)
+		s, err = u.runUpgrade(ctx, plan, tk)
 	}
 	switch {
 	case err != nil:
@@ -308,23 +315,33 @@ func (u *Upgrader) sendConn(e handoff.Entry, fd int) error {
 // runUpgrade starts the successor and carries the hand-off of plan until
 // READY or a failure. On failure the successor is dead and reaped and
 // every descriptor of this upgrade is closed.
-func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry) (*process, error) {
+func (u *Upgrader) runUpgrade(ctx context.Context, plan []*entry, tk *takerConn) (*process, error) {
 	deadline := time.Now().Add(u.opts.readyTimeout())
 
 	state, err := u.saveState(ctx, deadline) // state.go; nil without SaveState
 	if err != nil {
-		return nil, &ChildError{Stage: StageStart, Err: err}
-	}
-	cmd, err := u.successorCommand()
-	if err != nil {
+		if tk != nil {
+			tk.refuse(err)
+		}
 		return nil, &ChildError{Stage: StageStart, Err: err}
 	}
 	hello := handoff.Hello{Generation: u.generation + 1, ParentPID: os.Getpid(), Entries: len(plan), State: state != nil}
-	s, err := startSuccessor(cmd, &u.reapers, hello)
-	if err != nil {
-		return nil, &ChildError{Stage: StageStart, Err: err}
+	var s *process
+	if tk != nil {
+		if s, err = tk.start(hello); err != nil {
+			return nil, &ChildError{PID: tk.cred.PID, Stage: StageStart, Err: err}
+		}
+		u.log.Info("molt: taker connected", "successor_pid", s.pid(), "uid", tk.cred.UID)
+	} else {
+		cmd, err := u.successorCommand()
+		if err != nil {
+			return nil, &ChildError{Stage: StageStart, Err: err}
+		}
+		if s, err = startSuccessor(cmd, &u.reapers, hello); err != nil {
+			return nil, &ChildError{Stage: StageStart, Err: err}
+		}
+		u.log.Info("molt: successor started", "successor_pid", s.pid(), "executable", cmd.Path)
 	}
-	u.log.Info("molt: successor started", "successor_pid", s.pid(), "executable", cmd.Path)
 
 	s.conn.SetDeadline(deadline)
 	// ctx's end interrupts the channel's writes at once; the reader below

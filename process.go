@@ -22,8 +22,11 @@ import (
 // process is one started successor and the parent's end of its hand-off
 // channel.
 type process struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // nil for a taker (takeover.go): a process this one did not start
 	conn *handoff.Conn
+	// taker is the handle on a successor that connected by itself; nil
+	// for one this process started.
+	taker *takerHandle
 	// sendMu serialises the parent's writes on conn once the successor
 	// serves (the ACK, then handed-over connections).
 	sendMu sync.Mutex
@@ -40,7 +43,12 @@ type process struct {
 	sendErr error
 }
 
-func (s *process) pid() int { return s.cmd.Process.Pid }
+func (s *process) pid() int {
+	if s.taker != nil {
+		return s.taker.pid
+	}
+	return s.cmd.Process.Pid
+}
 
 // successorCommand builds the command for the next generation: the
 // executable as found now, this process's arguments, start directory and
@@ -222,6 +230,13 @@ func (s *process) wait(reapers *sync.WaitGroup) {
 // set, its exit status (an *exec.ExitError) replaces cause, which then only
 // said that the channel ended. It returns the error for Upgrade.
 func (s *process) fail(stage Stage, cause error, grace time.Duration, preferExit bool) error {
+	if s.taker != nil {
+		if preferExit {
+			// No exit status to learn: what the end of the channel means.
+			cause = fmt.Errorf("molt: the taker closed the takeover connection (it exited or gave up): %w", cause)
+		}
+		return s.failTaker(stage, cause, grace)
+	}
 	if grace > 0 {
 		t := time.NewTimer(grace)
 		select {
@@ -249,4 +264,11 @@ func (s *process) fail(stage Stage, cause error, grace time.Duration, preferExit
 
 // release lets the waiter of a successor that took over reap it whenever it
 // exits; nothing kills it.
-func (s *process) release() { s.once.Do(func() { close(s.reapOK) }) }
+func (s *process) release() {
+	s.once.Do(func() {
+		close(s.reapOK)
+		if s.taker != nil {
+			s.taker.close() // it is not ours to kill any more
+		}
+	})
+}

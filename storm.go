@@ -79,6 +79,21 @@ func (o *olderGenerations) addParent(pid int, generation uint64) {
 	o.procs = append(o.procs, handoff.Process{PID: pid, Start: start, Generation: generation})
 }
 
+// addServing records the generation a taker takes over from: not its
+// parent, so known by the PID its HELLO gave.
+func (o *olderGenerations) addServing(pid int, generation uint64) {
+	if pid <= 0 || generation < 1 {
+		return
+	}
+	start, running := processStart(pid)
+	if !running {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.procs = append(o.procs, handoff.Process{PID: pid, Start: start, Generation: generation})
+}
+
 // addOlder records what the parent's PREDECESSORS listed: generations
 // older than the parent, so before it.
 func (o *olderGenerations) addOlder(ps []handoff.Process) {

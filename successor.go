@@ -25,10 +25,17 @@ import (
 // channel. It is molt's only environment variable; New removes it.
 const envHandoffFD = "MOLT_HANDOFF_FD"
 
-// parentLink is a successor's channel to the generation that started it.
+// parentLink is a successor's channel to the generation that started it,
+// or, for a taker, to the generation it takes over from.
 type parentLink struct {
 	conn *handoff.Conn
 	pid  int
+	// takeover: this process was not started by the generation at the
+	// other end, but connected to its takeover socket (takeover.go).
+	takeover bool
+	// refused is what a FAILED from the serving generation said before
+	// its ACK (a failed takeover); written by watch before it closes gone.
+	refused error
 
 	sendMu sync.Mutex // serialises this side's writes (READY, FAILED, STOP)
 	// probation is set while the parent can still take the service back
@@ -72,9 +79,14 @@ func connect(fdText string, timeout time.Duration) (*parentLink, handoff.Hello, 
 		c.Close()
 		return nil, handoff.Hello{}, err
 	}
-	p := &parentLink{conn: c, pid: hello.ParentPID, acked: make(chan struct{}), gone: make(chan struct{}), committed: make(chan struct{}),
+	return newParentLink(c, hello, false), hello, nil
+}
+
+// newParentLink is the link to the generation that sent hello on c.
+func newParentLink(c *handoff.Conn, hello handoff.Hello, takeover bool) *parentLink {
+	return &parentLink{conn: c, pid: hello.ParentPID, takeover: takeover,
+		acked: make(chan struct{}), gone: make(chan struct{}), committed: make(chan struct{}),
 		state: newStateReceipt(hello.State)}
-	return p, hello, nil
 }
 
 // receive receives the n entries the parent announced into inv, a batch
@@ -142,7 +154,9 @@ var testHookReadySent func()
 
 // tellReady sends READY and waits for the parent's ACK. A parent that is
 // gone, or does not answer in time, leaves this generation serving alone.
-func (u *Upgrader) tellReady(p *parentLink) {
+// Only a taker whose takeover the serving generation refused (a FAILED
+// before the ACK) gets an error: it must not serve.
+func (u *Upgrader) tellReady(p *parentLink) error {
 	timeout := u.opts.readyTimeout()
 	p.sendMu.Lock()
 	p.conn.SetWriteDeadline(time.Now().Add(timeout))
@@ -150,7 +164,7 @@ func (u *Upgrader) tellReady(p *parentLink) {
 	p.sendMu.Unlock()
 	if err != nil {
 		u.log.Warn("molt: parent gone before READY; serving alone", "err", err)
-		return
+		return nil
 	}
 	if testHookReadySent != nil {
 		testHookReadySent()
@@ -162,13 +176,18 @@ func (u *Upgrader) tellReady(p *parentLink) {
 	case <-p.gone:
 		// watch closes acked before gone: an ACK that arrived just before
 		// the end of the channel counts.
-		if !isDone(p.acked) {
+		switch {
+		case isDone(p.acked):
+		case p.refused != nil:
+			return p.refused
+		default:
 			u.log.Warn("molt: parent gone before it acknowledged READY; serving alone")
 		}
 	case <-u.lc.stop:
 	case <-t.C:
 		u.log.Warn("molt: parent did not acknowledge READY; serving anyway", "waited", timeout)
 	}
+	return nil
 }
 
 // watch reads the parent's messages until the channel ends: an ACK after
@@ -205,6 +224,8 @@ func (u *Upgrader) watch(p *parentLink) {
 			p.probation.Store(false)
 			p.commit()
 			u.log.Info("molt: the parent's probation passed", "parent_pid", p.pid)
+		case m.Type == handoff.TypeFailed && !acked && p.takeover:
+			p.refused = fmt.Errorf("molt: takeover failed: %w", &handoff.RefusedError{Reason: m.Reason})
 		case m.Type == handoff.TypeConn:
 			u.receiveConn(m)
 		default:

@@ -47,6 +47,8 @@ type Upgrader struct {
 	readyMu sync.Mutex              // serialises Ready; held while it waits for the parent's ACK
 	stopped chan struct{}           // closed when Stop has finished
 
+	report *takeoverReport // the outcome for `molt takeover`; nil unless it started this process
+
 	commitMu    sync.Mutex // protects commitHooks; held while they run
 	commitHooks []*commitHook
 
@@ -104,8 +106,15 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	fd, inherited := os.LookupEnv(envHandoffFD)
 	os.Unsetenv(envHandoffFD)
+	takeoverFrom := os.Getenv(envTakeoverFrom)
+	os.Unsetenv(envTakeoverFrom)
+	if takeoverFrom == "" {
+		takeoverFrom = opts.TakeoverFrom
+	}
+	u.report = openTakeoverReport()
 	var hello struct{ entries int }
-	if inherited {
+	switch {
+	case inherited:
 		p, h, err := connect(fd, u.opts.readyTimeout())
 		if err != nil {
 			exists.Store(false)
@@ -113,6 +122,19 @@ func New(opts Options) (*Upgrader, error) {
 		}
 		u.parent, u.generation, hello.entries = p, h.Generation, h.Entries
 		u.older.addParent(p.pid, h.Generation-1)
+	case takeoverFrom != "":
+		p, h, err := connectTakeover(takeoverFrom, u.opts.readyTimeout())
+		switch {
+		case err == nil:
+			u.parent, u.generation, hello.entries = p, h.Generation, h.Entries
+			u.older.addServing(p.pid, h.Generation-1)
+		case nobodyServes(err):
+			u.log.Info("molt: nothing to take over; starting as generation 1", "takeover_from", takeoverFrom, "err", err)
+		default:
+			u.report.send(err, 0)
+			exists.Store(false)
+			return nil, err
+		}
 	}
 	// Every record of this Upgrader names the process and its generation.
 	u.log = u.log.With("pid", os.Getpid(), "generation", u.generation)
@@ -125,7 +147,11 @@ func New(opts Options) (*Upgrader, error) {
 		return u, nil
 	}
 	u.inv.expect(hello.entries)
-	u.log.Info("molt: started by parent", "parent_pid", u.parent.pid, "entries", hello.entries)
+	if u.parent.takeover {
+		u.log.Info("molt: taking over", "from_pid", u.parent.pid, "entries", hello.entries)
+	} else {
+		u.log.Info("molt: started by parent", "parent_pid", u.parent.pid, "entries", hello.entries)
+	}
 	u.wg.Add(1)
 	go u.receive(u.parent, hello.entries) // then watches the parent
 	return u, nil
@@ -167,12 +193,19 @@ func (u *Upgrader) Ready() error {
 		return ErrStopped
 	}
 	if receiveErr != nil {
+		u.report.send(receiveErr, 0)
 		return receiveErr
 	}
-	if err := u.writePIDFile(); err != nil {
+	var takeovers net.Listener
+	err := u.writePIDFile()
+	if err == nil && u.opts.TakeoverSocket != "" {
+		takeovers, err = u.listenTakeover() // takeover.go
+	}
+	if err != nil {
 		if u.parent != nil {
 			u.parent.fail(err) // the parent's caller learns why, and it serves on
 		}
+		u.report.send(err, 0)
 		return err
 	}
 	unclaimed := u.inv.takeOver()
@@ -181,7 +214,13 @@ func (u *Upgrader) Ready() error {
 		u.log.Info("molt: closed inherited entry nobody claimed", "entry", e.describe())
 	}
 	if u.parent != nil {
-		u.tellReady(u.parent)
+		if err := u.tellReady(u.parent); err != nil {
+			// A refused takeover: the generation that refused serves on,
+			// at the socket files too.
+			u.log.Error("molt: takeover failed", "from_pid", u.parent.pid, "err", err)
+			u.report.send(err, 0)
+			return err
+		}
 	}
 	// Only now does the parent stop serving: until its ACK the upgrade may
 	// still fail, and the parent would serve on at paths we removed.
@@ -192,6 +231,11 @@ func (u *Upgrader) Ready() error {
 		return ErrStopped
 	}
 	u.log.Info("molt: ready")
+	if takeovers != nil {
+		u.wg.Add(1)
+		go u.serveTakeovers(takeovers)
+	}
+	u.report.send(nil, u.generation)
 	return nil
 }
 

@@ -36,6 +36,9 @@ func (c *Conn) Close() error {
 	return c.uc.Close()
 }
 
+// SendTakeover returns ErrNotSupported.
+func (c *Conn) SendTakeover() error { return ErrNotSupported }
+
 // SendHello returns ErrNotSupported.
 func (c *Conn) SendHello(h Hello) error { return ErrNotSupported }
 

@@ -209,6 +209,9 @@ func (c *Conn) SendCommitted() error { return c.write(AppendFrame(nil, TypeCommi
 // SendStop writes STOP: the child stops on purpose during its probation.
 func (c *Conn) SendStop() error { return c.write(AppendFrame(nil, TypeStop, nil), nil) }
 
+// SendTakeover writes TAKEOVER, the taker's first frame.
+func (c *Conn) SendTakeover() error { return c.write(AppendFrame(nil, TypeTakeover, nil), nil) }
+
 // SendPredecessors writes PREDECESSORS listing ps, the older generations
 // that still run: between 1 and MaxPredecessors of them.
 func (c *Conn) SendPredecessors(ps []Process) error {
@@ -236,6 +239,9 @@ func (c *Conn) recvHello() (Hello, error) {
 		return Hello{}, err
 	}
 	closeFDs(fds)
+	if t == TypeFailed && len(fds) == 0 {
+		return Hello{}, refusal(p)
+	}
 	if t != TypeHello {
 		return Hello{}, malformed("expected HELLO, got %v", t)
 	}
@@ -330,7 +336,9 @@ func (c *Conn) recvBatch(limit int) ([]Entry, []int, error) {
 		return nil, nil, err
 	}
 	var batch []Entry
-	if t != TypeInventory {
+	if t == TypeFailed && len(fds) == 0 {
+		err = refusal(p)
+	} else if t != TypeInventory {
 		err = malformed("expected INVENTORY, got %v", t)
 	} else if batch, err = UnmarshalEntries(p); err == nil {
 		switch {

@@ -47,6 +47,12 @@
 //	child  → parent STOP       the child stops on purpose: the parent must not take over again
 //	parent → child  COMMITTED  the probation passed; the parent drains
 //
+// A takeover (a process the parent did not start connects to the parent's
+// takeover socket) begins with one more frame, then goes on as above:
+//
+//	child  → parent TAKEOVER   the child asks to take over; the parent answers with HELLO,
+//	                           or FAILED with the reason it refuses
+//
 // The parent keeps its end open until it stops, so end-of-file on the child's
 // side means "the parent is gone".
 //

@@ -38,3 +38,22 @@ func (e *VersionError) Error() string {
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
+
+// RefusedError is the FAILED frame a serving generation sends a taker
+// (see TAKEOVER) in place of HELLO or of the rest of the conversation:
+// it refuses the takeover, or the takeover failed on its side, for
+// Reason. A Recv that expected another frame returns it.
+type RefusedError struct {
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return "handoff: the serving generation refused: " + e.Reason }
+
+// refusal decodes a FAILED frame met where another was expected.
+func refusal(p []byte) error {
+	r, err := UnmarshalReason(p)
+	if err != nil {
+		return err
+	}
+	return &RefusedError{Reason: r}
+}

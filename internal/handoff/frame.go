@@ -57,6 +57,11 @@ const (
 	// and ACK: the older generations still running (see [Process]); sent
 	// only when there are any.
 	TypePredecessors Type = 11
+	// TypeTakeover: taker → serving generation, the first frame on a
+	// connection to its takeover socket: a process that the serving
+	// generation did not start asks to take over. The conversation then
+	// goes on from HELLO as with a started child.
+	TypeTakeover Type = 12
 )
 
 // String returns the frame type's protocol name ("HELLO", "INVENTORY",
@@ -85,17 +90,19 @@ func (t Type) String() string {
 		return "STATE"
 	case TypePredecessors:
 		return "PREDECESSORS"
+	case TypeTakeover:
+		return "TAKEOVER"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
 // valid reports whether t is one of the defined frame types.
-func (t Type) valid() bool { return t >= TypeHello && t <= TypePredecessors }
+func (t Type) valid() bool { return t >= TypeHello && t <= TypeTakeover }
 
 // empty reports whether frames of type t carry no payload.
 func (t Type) empty() bool {
 	switch t {
-	case TypeReady, TypeAck, TypeProbation, TypeCommitted, TypeStop:
+	case TypeReady, TypeAck, TypeProbation, TypeCommitted, TypeStop, TypeTakeover:
 		return true
 	}
 	return false

@@ -101,6 +101,7 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"probation with payload", header(3, Version, TypeProbation), "PROBATION frame with a payload of 1 bytes"},
 		{"committed with payload", header(3, Version, TypeCommitted), "COMMITTED frame with a payload of 1 bytes"},
 		{"stop with payload", header(3, Version, TypeStop), "STOP frame with a payload of 1 bytes"},
+		{"takeover with payload", header(3, Version, TypeTakeover), "TAKEOVER frame with a payload of 1 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			typ, n, err := ParseHeader(tc.hdr)

@@ -70,8 +70,8 @@ func TestPredecessorsFrame(t *testing.T) {
 		t.Errorf("ParseHeader = %v, %d, %v; want PREDECESSORS, %d", typ, n, err, len(frame)-6)
 	}
 	// The type after the last one defined.
-	if _, _, err := ParseHeader(header(2, Version, TypePredecessors+1)); err == nil {
-		t.Errorf("ParseHeader accepted type %d", TypePredecessors+1)
+	if _, _, err := ParseHeader(header(2, Version, TypeTakeover+1)); err == nil {
+		t.Errorf("ParseHeader accepted type %d", TypeTakeover+1)
 	}
 }
 

@@ -69,8 +69,8 @@ func TestStateFrameType(t *testing.T) {
 	if err != nil || typ != TypeState || n != 9 {
 		t.Fatalf("ParseHeader(STATE) = %v, %d, %v", typ, n, err)
 	}
-	_, _, err = ParseHeader(header(2, Version, TypePredecessors+1))
-	checkErr(t, err, "unknown frame type 12")
+	_, _, err = ParseHeader(header(2, Version, TypeTakeover+1))
+	checkErr(t, err, "unknown frame type 13")
 }
 
 func FuzzUnmarshalStateHeader(f *testing.F) {

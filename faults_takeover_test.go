@@ -1,0 +1,275 @@
+//go:build linux
+
+package molt_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/internal/proctest"
+)
+
+// Takeovers under load (TestFaults): a process the serving generation did
+// not start connects to its takeover socket. It is the test's child, not
+// generation 1's (which is the test process too, but never forked it).
+
+// taker is one process started to take over, and its reaped end.
+type taker struct {
+	pid  int
+	done chan error // its exit, once reaped
+	exit error      // what done gave, once takerFails read it
+}
+
+// startTaker starts the fault role with fault as a taker from the
+// takeover socket sock, on listen; it offers sock in turn.
+func startTaker(t *testing.T, h *harness, listen, sock, fault string, env ...string) *taker {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envRole+"=fault", envAddr+"="+listen, envFault+"="+fault,
+		"MOLT_TAKEOVER_FROM="+sock, envTakeoverSock+"="+sock)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = h.w, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tk := &taker{pid: cmd.Process.Pid, done: make(chan error, 1)}
+	h.addPID(tk.pid)
+	go func() { tk.done <- cmd.Wait() }() // ends when it exits; the test reaps its own child
+	return tk
+}
+
+// takeoverEvents records generation 1's upgrade events: a takeover is not
+// a call the test makes, so its result arrives as an event.
+func takeoverEvents(ip *inproc) <-chan molt.Event {
+	ch := make(chan molt.Event, 16)
+	ip.mu.Lock()
+	prev := ip.onEvent
+	ip.onEvent = func(e molt.Event) {
+		if prev != nil {
+			prev(e)
+		}
+		if e.Kind == molt.EventUpgraded || e.Kind == molt.EventUpgradeFailed {
+			ch <- e
+		}
+	}
+	ip.mu.Unlock()
+	return ch
+}
+
+func awaitEvent(t *testing.T, ch <-chan molt.Event) molt.Event {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no upgrade event from generation 1 within 2m")
+	}
+	return molt.Event{}
+}
+
+// takeoverSucceeds: a taker takes over under load; generation 1 drains;
+// then 20 takeovers alternate between two kinds of taker (the fault role
+// with and without a second listener it does not use, standing in for two
+// binaries), each from the one before.
+func takeoverSucceeds(t *testing.T, h *harness) outcome {
+	sock := filepath.Join(proctest.ShortDir(t), "takeover.sock")
+	ip := h.startInProc(molt.Options{ReadyTimeout: 30 * time.Second, TakeoverSocket: sock}, "tcp", "127.0.0.1:0", nil)
+	events := takeoverEvents(ip)
+	h.startLoad(ip.tg)
+	h.probe("before", ip.pid)
+	h.beginFault()
+	tk := startTaker(t, h, ip.listen, sock, "")
+	e := awaitEvent(t, events)
+	h.endFault()
+	if e.Kind != molt.EventUpgraded || e.SuccessorPID != tk.pid {
+		t.Fatalf("generation 1's takeover event: %+v, want upgraded to pid %d", e, tk.pid)
+	}
+	r := h.wait("ready")
+	if r["pid"] != strconv.Itoa(tk.pid) || r["gen"] != "2" {
+		t.Errorf("taker ready as %v, want pid %d generation 2", r, tk.pid)
+	}
+	ip.takeOver(t)
+	h.ld.waitMore(t, h.ld.snapshot(), tk.pid, 20)
+
+	servers := []server{{"parent", ip.pid}, {"taker", tk.pid}}
+	prev := tk
+	const n = 20
+	for i := range n {
+		env := []string(nil)
+		if i%2 == 0 {
+			env = append(env, envFaultExtra+"=tcp 127.0.0.1:0")
+		}
+		next := startTaker(t, h, ip.listen, sock, "", env...)
+		r := h.wait("ready")
+		if r["pid"] != strconv.Itoa(next.pid) || r["gen"] != strconv.Itoa(i+3) {
+			t.Fatalf("takeover %d: ready %v, want pid %d generation %d", i+1, r, next.pid, i+3)
+		}
+		if x := h.wait("exit"); x["pid"] != strconv.Itoa(prev.pid) || x["reason"] != "upgraded" {
+			t.Fatalf("takeover %d: %v exited, want pid %d after an upgrade", i+1, x, prev.pid)
+		}
+		if err := <-prev.done; err != nil {
+			t.Errorf("takeover %d: the generation taken over from exited with %v, want 0", i+1, err)
+		}
+		h.ld.waitMore(t, h.ld.snapshot(), next.pid, 5)
+		servers = append(servers, server{fmt.Sprintf("taker %d", i+1), next.pid})
+		prev = next
+	}
+	h.onTeardown(func() {
+		h.stopService(ip.tg, prev.pid)
+		<-prev.done
+	})
+	return outcome{upgrade: fmt.Sprintf("taken over, then %d takeovers in a row", n), servedBy: servers}
+}
+
+// takerFails: a taker that fails at a step of its takeover leaves
+// generation 1 serving; the failure is generation 1's event and the
+// taker's own error.
+func takerFails(fault string, readyTimeout time.Duration, check func(t *testing.T, h *harness, err error, tk *taker)) func(*testing.T, *harness) outcome {
+	return takerFailsWith(fault, readyTimeout, 0, check)
+}
+
+// takerFailsWith is takerFails with files more entries in the inventory
+// (which the taker claims).
+func takerFailsWith(fault string, readyTimeout time.Duration, files int, check func(t *testing.T, h *harness, err error, tk *taker)) func(*testing.T, *harness) outcome {
+	return func(t *testing.T, h *harness) outcome {
+		sock := filepath.Join(proctest.ShortDir(t), "takeover.sock")
+		var add func(*molt.Upgrader)
+		if files > 0 {
+			add = addFiles(files)
+		}
+		ip := h.startInProc(molt.Options{ReadyTimeout: readyTimeout, TakeoverSocket: sock}, "tcp", "127.0.0.1:0", add)
+		events := takeoverEvents(ip)
+		h.startLoad(ip.tg)
+		h.probe("before", ip.pid)
+		h.beginFault()
+		tk := startTaker(t, h, ip.listen, sock, fault, envFaultFiles+"="+strconv.Itoa(files))
+		e := awaitEvent(t, events)
+		h.endFault()
+		var ce *molt.ChildError
+		if e.Kind != molt.EventUpgradeFailed || !errors.As(e.Err, &ce) || ce.PID != tk.pid {
+			t.Fatalf("generation 1's takeover event: %+v, want a failure of taker %d", e, tk.pid)
+		}
+		t.Logf("takeover failed: %v", e.Err)
+		select {
+		case tk.exit = <-tk.done:
+		case <-time.After(time.Minute):
+			t.Fatalf("taker %d still runs a minute after its takeover failed", tk.pid)
+		}
+		check(t, h, e.Err, tk)
+		if st := ip.u.State(); st != molt.StateReady {
+			t.Errorf("generation 1 is %v after the failed takeover, want ready", st)
+		}
+		h.probe("after", ip.pid)
+		h.ld.waitMore(t, h.ld.snapshot(), ip.pid, 20)
+		return outcome{upgrade: fmt.Sprintf("taker fails at stage %v: %v", ce.Stage, ce.Err), servedBy: []server{{"parent", ip.pid}}}
+	}
+}
+
+func wantStage(stage molt.Stage, says string) func(*testing.T, *harness, error, *taker) {
+	return func(t *testing.T, _ *harness, err error, _ *taker) {
+		var ce *molt.ChildError
+		if !errors.As(err, &ce) || ce.Stage != stage || !strings.Contains(err.Error(), says) {
+			t.Errorf("takeover failure %v, want stage %v saying %q", err, stage, says)
+		}
+	}
+}
+
+// takerCrashedMidInventory: the taker died with part of the inventory.
+func takerCrashedMidInventory(t *testing.T, h *harness, err error, tk *taker) {
+	if f := h.wait("crashing"); f["step"] != "mid-inventory" || f["received"] != "200" || f["total"] != "302" {
+		t.Errorf("taker crashed at %v, want mid-inventory after 200 of 302 entries", f)
+	}
+	if st := stageOf(err); st != molt.StageHandoff && st != molt.StageInit {
+		t.Errorf("takeover failure %v, want stage hand-off or init", err)
+	}
+}
+
+// takerHung: the hung taker was killed at the ReadyTimeout, but not its
+// process group, which is not generation 1's: the test ends the
+// grandchild it started.
+func takerHung(t *testing.T, h *harness, err error, tk *taker) {
+	wantStage(molt.StageInit, "not ready before the timeout")(t, h, err, tk)
+	if !signalled(&molt.ChildError{Err: tk.exit}, syscall.SIGKILL) {
+		t.Errorf("the hung taker ended with %v, want SIGKILL", tk.exit)
+	}
+	gc, _ := strconv.Atoi(h.wait("hanging")["grandchild"])
+	proctest.KillIfOurs(gc)
+	syscall.Kill(gc, syscall.SIGKILL)
+}
+
+// TestTakeoverRefusedToOtherUser runs a taker as nobody against a
+// takeover socket any user may connect to: the peer-credential check
+// refuses it, with the reason on both sides. Needs root.
+func TestTakeoverRefusedToOtherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a taker as another user")
+	}
+	dir, err := os.MkdirTemp("", "mtake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "molt.test")
+	copyExecutable(t, os.Args[0], bin)
+	sock := filepath.Join(dir, "takeover.sock")
+	ev, w := pipe(t)
+	u, err := molt.New(molt.Options{Logger: roleLogger(), TakeoverSocket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Stop()
+	if _, err := u.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil { // the file lets anyone connect: the credentials decide
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), envRole+"=fault", envAddr+"=tcp 127.0.0.1:0", "MOLT_TAKEOVER_FROM="+sock)
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	cmd.SysProcAttr = nobody(t)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := ev.Wait(t, "new-error")
+	cmd.Wait()
+	if want := "molt: takeover refused: peer uid 65534 is not allowed (only uid 0 and root)"; !strings.Contains(r["err"], want) {
+		t.Errorf("the taker's New failed with %q, want it to contain %q", r["err"], want)
+	}
+	if st := u.Stats(); u.State() != molt.StateReady || st.LastUpgrade != nil {
+		t.Errorf("after the refusal: state %v, last upgrade %+v; want ready, no upgrade", u.State(), st.LastUpgrade)
+	}
+}
+
+// copyExecutable copies the test binary to dst, executable by everyone.
+func copyExecutable(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nobody runs a command as uid and gid 65534.
+func nobody(t *testing.T) *syscall.SysProcAttr {
+	t.Helper()
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+}
