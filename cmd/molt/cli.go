@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ const (
 )
 
 const usage = `Usage: molt [flags] upgrade|check|stop|status
+       molt [flags] takeover -- PROGRAM [ARGS...]
 
 Drive a service built with molt through its control socket.
 
@@ -48,6 +50,8 @@ Commands:
   check     run the new binary's pre-flight check, without upgrading
   stop      stop the service gracefully (it drains, then exits)
   status    show the serving generation
+  takeover  start PROGRAM, which takes over from the generation serving the takeover
+            socket -s (its Options.TakeoverSocket), and wait until it serves
 
 Flags (before or after the command):
   -s, --socket PATH   the control socket (default: $MOLT_SOCKET)
@@ -75,7 +79,8 @@ type config struct {
 	socket  string
 	json    bool
 	timeout time.Duration
-	ifGen   uint64 // --if-generation; 0 when not given
+	ifGen   uint64   // --if-generation; 0 when not given
+	program []string // takeover: the program and its arguments, after "--"
 }
 
 // parse reads the command line. Flags may come before and after the
@@ -89,6 +94,9 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "")
 	fs.DurationVar(&cfg.timeout, "timeout", 0, "")
 	fs.Uint64Var(&cfg.ifGen, "if-generation", 0, "")
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, cfg.program = args[:i], args[i+1:]
+	}
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -102,14 +110,19 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	}
 	switch {
 	case len(rest) == 0:
-		return cfg, errors.New("no command: want upgrade, check, stop or status")
+		return cfg, errors.New("no command: want upgrade, check, stop, status or takeover")
 	case len(rest) > 1:
 		return cfg, fmt.Errorf("unexpected arguments after %s: %q", rest[0], rest[1:])
 	}
 	switch cfg.op = control.Op(rest[0]); cfg.op {
 	case control.OpUpgrade, control.OpCheck, control.OpStop, control.OpStatus:
+		if cfg.program != nil {
+			return cfg, fmt.Errorf("%s takes no program after --", cfg.op)
+		}
+	case opTakeover:
+		return parseTakeover(cfg)
 	default:
-		return cfg, fmt.Errorf("unknown command %q: want upgrade, check, stop or status", cfg.op)
+		return cfg, fmt.Errorf("unknown command %q: want upgrade, check, stop, status or takeover", cfg.op)
 	}
 	ifGenSet := false
 	fs.Visit(func(f *flag.Flag) { ifGenSet = ifGenSet || f.Name == "if-generation" })
@@ -154,6 +167,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, te
 	ctx, stopInterrupt := signal.NotifyContext(ctx, os.Interrupt)
 	defer stopInterrupt()
 
+	if cfg.op == opTakeover {
+		return runTakeover(ctx, cfg, stdout, stderr)
+	}
 	var p *progress
 	if terminal && !cfg.json {
 		p = startProgress(stderr, cfg.op)

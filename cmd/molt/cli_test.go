@@ -6,6 +6,7 @@ import (
 	"flag"
 	"net"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,11 @@ func TestParse(t *testing.T) {
 		{name: "unknown flag", args: []string{"-x", "status"}, err: "not defined"},
 		{name: "negative timeout", args: []string{"-s", "/a", "--timeout", "-1s", "status"}, err: "negative"},
 		{name: "bad timeout", args: []string{"-s", "/a", "--timeout", "soon", "status"}, err: "invalid value"},
+		{name: "takeover", args: []string{"-s", "/t.sock", "takeover", "--", "./svc", "-c", "x.conf"},
+			want: config{op: opTakeover, socket: "/t.sock", timeout: defaultUpgradeTimeout, program: []string{"./svc", "-c", "x.conf"}}},
+		{name: "takeover without program", args: []string{"-s", "/t.sock", "takeover"}, err: "no program"},
+		{name: "takeover without socket", args: []string{"takeover", "--", "./svc"}, env: "/c.sock", err: "no takeover socket"},
+		{name: "program after status", args: []string{"-s", "/a", "status", "--", "./svc"}, err: "takes no program"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,7 +64,7 @@ func TestParse(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("parse(%q) = %+v, %v; want %+v", tc.args, got, err, tc.want)
 			}
 		})

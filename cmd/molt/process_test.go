@@ -189,6 +189,51 @@ func TestCLICheck(t *testing.T) {
 	moltCLI(t, "-s", sock, "stop")
 }
 
+// TestCLITakeover: molt takeover starts a program that takes over from the
+// service's takeover socket and reports when it serves; the control socket
+// follows it. A program that fails before taking over makes molt takeover
+// fail, and the service serves on.
+func TestCLITakeover(t *testing.T) {
+	dir := proctest.ShortDir(t)
+	sock, tsock, logs := filepath.Join(dir, "c.sock"), filepath.Join(dir, "t.sock"), filepath.Join(dir, "taker.log")
+	svc := startService(t, sock, envTakeSock+"="+tsock)
+	// The program plays a role of this binary, with its output in a file
+	// (molt takeover passes on its own standard streams).
+	t.Cleanup(func() {
+		if b, _ := os.ReadFile(logs); t.Failed() {
+			t.Logf("the programs' output:\n%s", b)
+		}
+	})
+	program := func(role string) []string {
+		return []string{"/bin/sh", "-c", `exec env ` + envRole + `=` + role + ` ` + envSock + `="$2" ` + envTakeSock + `="$3" "$0" >>"$1" 2>&1`,
+			os.Args[0], logs, sock, tsock}
+	}
+
+	r := moltCLI(t, append([]string{"-s", tsock, "takeover", "--"}, program("fail-init")...)...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "molt: takeover failed: pid ") || !strings.Contains(r.stderr, "exit status 3") ||
+		!strings.Contains(r.stderr, "goes on serving") {
+		t.Errorf("molt takeover of a program that fails: exit %d, stdout %q, stderr %q; want %d and its exit status", r.code, r.stdout, r.stderr, exitFailed)
+	}
+	if st := decodeReply(t, moltCLI(t, "-s", sock, "status", "--json")).Status; st == nil || st.PID != svc.pid {
+		t.Fatalf("status after the failed takeover: %+v, want pid %d serving", st, svc.pid)
+	}
+
+	r = moltCLI(t, append([]string{"-s", tsock, "--json", "takeover", "--"}, program("service")...)...)
+	var res takeoverResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != exitOK || !res.OK || res.Generation != 2 || res.PID == 0 {
+		t.Fatalf("molt takeover --json: exit %d, stdout %q (%v), stderr %q; want ok, generation 2", r.code, r.stdout, err, r.stderr)
+	}
+	if x := svc.ev.Wait(t, "exiting"); x["pid"] != strconv.Itoa(svc.pid) || x["reason"] != "upgraded" {
+		t.Errorf("after the takeover %v exited, want pid %d, upgraded", x, svc.pid)
+	}
+	st := decodeReply(t, moltCLI(t, "-s", sock, "status", "--json")).Status
+	if st == nil || st.PID != res.PID || st.Generation != 2 || st.ParentPID != svc.pid {
+		t.Errorf("status after the takeover: %+v, want pid %d, generation 2, parent %d", st, res.PID, svc.pid)
+	}
+	moltCLI(t, "-s", sock, "stop")
+	proctest.WaitGone(t, res.PID)
+}
+
 // TestCLIUpgradeIfGeneration: --if-generation upgrades only the named
 // generation, so a second deployer that read the same generation as the
 // first is refused instead of stacking an upgrade on the first one's.

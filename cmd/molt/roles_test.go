@@ -27,12 +27,13 @@ import (
 // envRole. Services report "event name k=v ..." lines on standard output
 // and log JSON on standard error.
 const (
-	envRole    = "MOLT_CLI_TEST_ROLE"    // the role to play
-	envNext    = "MOLT_CLI_TEST_NEXT"    // the role of a service's successors ("service" if unset)
-	envSock    = "MOLT_CLI_TEST_SOCK"    // the control socket
-	envMode    = "MOLT_CLI_TEST_MODE"    // the socket's mode, octal
-	envRelease = "MOLT_CLI_TEST_RELEASE" // "held" waits until this file exists
-	envConfig  = "MOLT_CLI_TEST_CONFIG"  // a file whose content "bad" fails the service's check
+	envRole     = "MOLT_CLI_TEST_ROLE"     // the role to play
+	envNext     = "MOLT_CLI_TEST_NEXT"     // the role of a service's successors ("service" if unset)
+	envSock     = "MOLT_CLI_TEST_SOCK"     // the control socket
+	envMode     = "MOLT_CLI_TEST_MODE"     // the socket's mode, octal
+	envRelease  = "MOLT_CLI_TEST_RELEASE"  // "held" waits until this file exists
+	envConfig   = "MOLT_CLI_TEST_CONFIG"   // a file whose content "bad" fails the service's check
+	envTakeSock = "MOLT_CLI_TEST_TAKEOVER" // molt.Options.TakeoverSocket
 )
 
 var roles = map[string]func() int{
@@ -52,9 +53,10 @@ func TestMain(m *testing.M) {
 func roleService(held bool) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	upg, err := molt.New(molt.Options{
-		Logger:       log,
-		ReadyTimeout: 2 * time.Minute,
-		Check:        checkConfig,
+		Logger:         log,
+		ReadyTimeout:   2 * time.Minute,
+		Check:          checkConfig,
+		TakeoverSocket: os.Getenv(envTakeSock),
 		Command: func(cmd *exec.Cmd) error {
 			next := os.Getenv(envNext)
 			if next == "" {
