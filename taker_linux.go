@@ -35,3 +35,6 @@ func pollPidfd(pidfd int, d time.Duration) bool {
 		return n > 0
 	}
 }
+
+// pidfdKill sends SIGKILL through pidfd.
+func pidfdKill(pidfd int) { unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }

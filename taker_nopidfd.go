@@ -8,3 +8,5 @@ import "time"
 func openPidfd(int) int { return -1 }
 
 func pollPidfd(int, time.Duration) bool { return false }
+
+func pidfdKill(int) {}

@@ -43,7 +43,7 @@ func (t *takerHandle) waitGone(d time.Duration) bool {
 // kill ends the taker (not its process group: the group is not ours).
 func (t *takerHandle) kill() {
 	if t.pidfd >= 0 {
-		unix.PidfdSendSignal(t.pidfd, unix.SIGKILL, nil, 0)
+		pidfdKill(t.pidfd)
 		return
 	}
 	unix.Kill(t.pid, unix.SIGKILL)

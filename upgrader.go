@@ -259,8 +259,13 @@ func (u *Upgrader) Generation() uint64 { return u.generation }
 // generation (which may have exited since).
 func (u *Upgrader) HasParent() bool { return u.generation > 1 }
 
+// TookOver reports whether this process took over from a generation that
+// did not start it ([Options.TakeoverFrom]); [Upgrader.ParentPID] is then
+// that generation's process ID.
+func (u *Upgrader) TookOver() bool { return u.parent != nil && u.parent.takeover }
+
 // ParentPID returns the process ID of the generation that started this
-// one, or 0 if there was none.
+// one (or that this one took over from), or 0 if there was none.
 func (u *Upgrader) ParentPID() int {
 	if u.parent == nil {
 		return 0

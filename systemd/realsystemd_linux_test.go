@@ -61,10 +61,10 @@ func TestRealSystemd(t *testing.T) {
 	copyFile(t, self, bin)
 	moltCLI := buildMolt(t, work)
 
-	ports := freePorts(t, 10)
+	ports := freePorts(t, 11)
 	units := filepath.Join(work, "units")
 	dirs := map[string]string{}
-	for _, name := range []string{"reload", "sock", "store", "nreload", "pidfile", "bound", "term", "extend", "probation"} {
+	for _, name := range []string{"reload", "sock", "store", "nreload", "pidfile", "bound", "term", "extend", "probation", "blue", "green"} {
 		dirs[name] = filepath.Join(work, name)
 		if err := os.MkdirAll(dirs[name], 0o755); err != nil {
 			t.Fatal(err)
@@ -111,6 +111,13 @@ func TestRealSystemd(t *testing.T) {
 
 	// A probation of 3 s: a successor that dies in it is rolled back.
 	writeUnit("molt-probation.service", fromExample("molt-example.service", dirs["probation"], listen(ports[9]), envProbation+"=3s"))
+
+	// Blue/green: two units on one port, each taking over from the other
+	// through a takeover socket both know.
+	const takeoverSock = "/run/molt-bluegreen.sock"
+	for _, color := range []string{"blue", "green"} {
+		writeUnit("molt-"+color+".service", fromExample("molt-example.service", dirs[color], listen(ports[10]), envTakeover+"="+takeoverSock))
+	}
 
 	sd := bootSystemd(t, systemdPath, units, filepath.Join(work, "boot.log"))
 	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
@@ -317,6 +324,42 @@ func TestRealSystemd(t *testing.T) {
 			}
 		}
 		sd.ctl("stop", unit)
+	})
+
+	// Takeover between units: starting the other unit takes the service
+	// over; the unit taken over from drains, exits and ends inactive with
+	// Result=success; the one that took over is active with its own
+	// MainPID. No request fails.
+	t.Run("takeover-units", func(t *testing.T) {
+		sd := sd.in(t)
+		t.Cleanup(sd.dumpOnFailure)
+		units := []string{"molt-blue.service", "molt-green.service"}
+		sd.ctl("start", units[0])
+		ld := startLoad([]string{url(ports[10])}, 3, 2)
+		pids := []int{sd.mainPID(units[0])}
+		const n = 4
+		for i := range n {
+			from, to := units[i%2], units[(i+1)%2]
+			sd.ctl("start", to)
+			pid := sd.mainPID(to)
+			p := sd.show(to, "ActiveState", "SubState", "StatusText")
+			if pid == 0 || pid == pids[len(pids)-1] || p["ActiveState"] != "active" || !strings.Contains(p["StatusText"], "took over from pid") {
+				t.Errorf("takeover %d: %s MainPID %d, %v; want a new process, active, having taken over", i+1, to, pid, p)
+			}
+			waitFor(t, from+" to end", 60*time.Second, func() bool {
+				return sd.show(from, "ActiveState")["ActiveState"] == "inactive"
+			})
+			if q := sd.show(from, "Result", "ExecMainStatus"); q["Result"] != "success" || q["ExecMainStatus"] != "0" {
+				t.Errorf("takeover %d: %s ended with %v, want success and status 0", i+1, from, q)
+			}
+			pids = append(pids, pid)
+		}
+		st := ld.finish()
+		t.Logf("%d takeovers between two units under load: %v; MainPIDs %v", n, st, pids)
+		if st.Failed != 0 || st.Refused != 0 || st.OK == 0 {
+			t.Errorf("load: %v; errors: %q", st, st.Errors)
+		}
+		sd.ctl("stop", units[n%2])
 	})
 
 	t.Run("stop", func(t *testing.T) {

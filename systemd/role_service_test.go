@@ -38,6 +38,7 @@ const (
 	envExtend    = "MOLT_SD_EXTEND"    // "1": Options.ExtendStopTimeout
 	envSocket    = "MOLT_SOCKET"       // the control socket, as in the example units
 	envProbation = "MOLT_SD_PROBATION" // molt.Options.Probation, a duration
+	envTakeover  = "MOLT_SD_TAKEOVER"  // molt.Options.TakeoverSocket and TakeoverFrom
 
 	failInitFile   = "fail-init"   // while it exists, successors fail before Ready
 	crashReadyFile = "crash-ready" // while it exists, successors exit 200 ms after Ready
@@ -76,7 +77,8 @@ func roleService() int {
 		os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"))
 
 	probation, _ := time.ParseDuration(os.Getenv(envProbation))
-	upg, err := molt.New(molt.Options{ReadyTimeout: 20 * time.Second, Logger: log, PIDFile: os.Getenv(envPIDFile), Probation: probation})
+	upg, err := molt.New(molt.Options{ReadyTimeout: 20 * time.Second, Logger: log, PIDFile: os.Getenv(envPIDFile), Probation: probation,
+		TakeoverSocket: os.Getenv(envTakeover), TakeoverFrom: os.Getenv(envTakeover)})
 	if err != nil {
 		return fail("%v", err)
 	}

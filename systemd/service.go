@@ -84,6 +84,7 @@ type Service struct {
 	// its observer, which takes mu, without holding them.
 	mu        sync.Mutex
 	main      bool // this process is the service's main process as far as systemd knows
+	ownUnit   bool // a taker started by another unit: it announces itself (see Attach)
 	stopping  bool // STOPPING=1 was sent, or would have been
 	closed    bool
 	passed    []passedFD       // passed by systemd, not yet claimed; closed at Ready
@@ -164,9 +165,12 @@ func Attach(upg *molt.Upgrader, opts Options) (*Service, error) {
 		pid:      os.Getpid(),
 		watchdog: wd,
 		main:     !upg.HasParent(),
-		passed:   passed,
-		claimed:  make(map[string]claim),
-		closing:  make(chan struct{}),
+		// A taker started by another unit is that unit's main process:
+		// no MAINPID comes to it from the generation it took over from.
+		ownUnit: upg.TookOver() && !sameUnit(upg.ParentPID()),
+		passed:  passed,
+		claimed: make(map[string]claim),
+		closing: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -415,9 +419,13 @@ func (s *Service) becomeMainLocked(unclaimed []passedFD) {
 	if s.opts.FDStore && s.n != nil {
 		s.updateStoreLocked(ctx, unclaimed)
 	}
-	if s.upg.Generation() == 1 {
+	switch {
+	case s.upg.Generation() == 1:
 		s.notifyLocked(ctx, "ready", MainPID(s.pid), Ready,
 			Status(fmt.Sprintf("ready: generation 1, pid %d", s.pid)))
+	case s.ownUnit:
+		s.notifyLocked(ctx, "ready", MainPID(s.pid), Ready,
+			Status(fmt.Sprintf("ready: generation %d, pid %d (took over from pid %d)", s.upg.Generation(), s.pid, s.upg.ParentPID())))
 	}
 	s.startPingerLocked()
 }
@@ -489,6 +497,19 @@ func (s *Service) handOver(ctx context.Context, successorPID int) {
 	s.stopPingerLocked()
 	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	took := time.Since(s.upgradeStarted).Round(time.Millisecond)
+	if !sameUnit(successorPID) {
+		// A taker of another unit: this unit keeps its main process,
+		// which drains and exits, and the unit ends then.
+		s.log.Info("systemd: the successor belongs to another unit; this unit ends when this process exits", "successor_pid", successorPID)
+		if !s.stopping {
+			s.notifyLocked(sctx, "hand-over to another unit", Ready,
+				Status(fmt.Sprintf("draining: pid %d of another unit took over as generation %d", successorPID, s.upg.Generation()+1)))
+		}
+		cancel()
+		s.main = false
+		s.mu.Unlock()
+		return
+	}
 	sent := !s.stopping && s.notifyLocked(sctx, "hand-over", MainPID(successorPID), Reloading, Ready,
 		Status(fmt.Sprintf("ready: generation %d, pid %d (upgraded from pid %d in %v)",
 			s.upg.Generation()+1, successorPID, s.pid, took)))
