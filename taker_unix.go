@@ -23,7 +23,12 @@ func newTakerHandle(pid int) *takerHandle {
 }
 
 // waitGone waits up to d for the taker to exit and reports whether it did.
+// A taker whose PID is unknown (0: it runs in a PID namespace this one
+// cannot see) is not waited for.
 func (t *takerHandle) waitGone(d time.Duration) bool {
+	if t.pid <= 0 {
+		return false
+	}
 	if t.pidfd >= 0 {
 		return pollPidfd(t.pidfd, d)
 	}
@@ -41,7 +46,12 @@ func (t *takerHandle) waitGone(d time.Duration) bool {
 }
 
 // kill ends the taker (not its process group: the group is not ours).
+// Without its PID nothing is sent: kill(0) would signal this process's
+// own group.
 func (t *takerHandle) kill() {
+	if t.pid <= 0 {
+		return
+	}
 	if t.pidfd >= 0 {
 		pidfdKill(t.pidfd)
 		return

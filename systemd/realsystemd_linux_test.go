@@ -64,7 +64,7 @@ func TestRealSystemd(t *testing.T) {
 	ports := freePorts(t, 11)
 	units := filepath.Join(work, "units")
 	dirs := map[string]string{}
-	for _, name := range []string{"reload", "sock", "store", "nreload", "pidfile", "bound", "term", "extend", "probation", "blue", "green"} {
+	for _, name := range []string{"reload", "sock", "store", "nreload", "pidfile", "bound", "term", "extend", "probation", "blue"} {
 		dirs[name] = filepath.Join(work, name)
 		if err := os.MkdirAll(dirs[name], 0o755); err != nil {
 			t.Fatal(err)
@@ -112,12 +112,12 @@ func TestRealSystemd(t *testing.T) {
 	// A probation of 3 s: a successor that dies in it is rolled back.
 	writeUnit("molt-probation.service", fromExample("molt-example.service", dirs["probation"], listen(ports[9]), envProbation+"=3s"))
 
-	// Blue/green: two units on one port, each taking over from the other
-	// through a takeover socket both know.
-	const takeoverSock = "/run/molt-bluegreen.sock"
-	for _, color := range []string{"blue", "green"} {
-		writeUnit("molt-"+color+".service", fromExample("molt-example.service", dirs[color], listen(ports[10]), envTakeover+"="+takeoverSock))
-	}
+	// Blue/green: two instances of the example template on one port, each
+	// taking over from the other through one takeover socket (the
+	// example's MOLT_EXAMPLE_ lines are replaced by the role's, so it is
+	// named again here).
+	writeUnit("molt-bg@.service", fromExample("molt-example-bluegreen@.service", dirs["blue"], listen(ports[10]),
+		envTakeover+"=/run/molt-example-takeover.sock"))
 
 	sd := bootSystemd(t, systemdPath, units, filepath.Join(work, "boot.log"))
 	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
@@ -333,7 +333,7 @@ func TestRealSystemd(t *testing.T) {
 	t.Run("takeover-units", func(t *testing.T) {
 		sd := sd.in(t)
 		t.Cleanup(sd.dumpOnFailure)
-		units := []string{"molt-blue.service", "molt-green.service"}
+		units := []string{"molt-bg@blue.service", "molt-bg@green.service"}
 		sd.ctl("start", units[0])
 		ld := startLoad([]string{url(ports[10])}, 3, 2)
 		pids := []int{sd.mainPID(units[0])}

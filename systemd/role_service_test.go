@@ -30,15 +30,15 @@ import (
 // ExecReload=molt upgrade) or on SIGHUP, and draining on SIGTERM. It appends what it does to the events file in its directory,
 // one line per write.
 const (
-	envDir       = "MOLT_SD_DIR"       // the events file and the fail-init marker live here
-	envListen    = "MOLT_SD_LISTEN"    // name=network:addr,... for Service.Listen
-	envSockets   = "MOLT_SD_SOCKETS"   // name,... for Service.Listener (socket activation)
-	envFDStore   = "MOLT_SD_FDSTORE"   // "1": Options.FDStore
-	envPIDFile   = "MOLT_SD_PIDFILE"   // molt.Options.PIDFile
-	envExtend    = "MOLT_SD_EXTEND"    // "1": Options.ExtendStopTimeout
-	envSocket    = "MOLT_SOCKET"       // the control socket, as in the example units
-	envProbation = "MOLT_SD_PROBATION" // molt.Options.Probation, a duration
-	envTakeover  = "MOLT_SD_TAKEOVER"  // molt.Options.TakeoverSocket and TakeoverFrom
+	envDir       = "MOLT_SD_DIR"           // the events file and the fail-init marker live here
+	envListen    = "MOLT_SD_LISTEN"        // name=network:addr,... for Service.Listen
+	envSockets   = "MOLT_SD_SOCKETS"       // name,... for Service.Listener (socket activation)
+	envFDStore   = "MOLT_SD_FDSTORE"       // "1": Options.FDStore
+	envPIDFile   = "MOLT_SD_PIDFILE"       // molt.Options.PIDFile
+	envExtend    = "MOLT_SD_EXTEND"        // "1": Options.ExtendStopTimeout
+	envSocket    = "MOLT_SOCKET"           // the control socket, as in the example units
+	envProbation = "MOLT_SD_PROBATION"     // molt.Options.Probation, a duration
+	envTakeover  = "MOLT_EXAMPLE_TAKEOVER" // molt.Options.TakeoverSocket and TakeoverFrom, as in the example
 
 	failInitFile   = "fail-init"   // while it exists, successors fail before Ready
 	crashReadyFile = "crash-ready" // while it exists, successors exit 200 ms after Ready

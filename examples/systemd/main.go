@@ -52,6 +52,10 @@ func run() error {
 		Logger:       logger,
 		ReadyTimeout: time.Minute,                       // below molt --timeout in ExecReload=
 		PIDFile:      os.Getenv("MOLT_EXAMPLE_PIDFILE"), // for the PIDFile= fallback
+		// The blue/green template: offer takeovers on this socket, and
+		// take over from whoever serves it at start.
+		TakeoverSocket: os.Getenv("MOLT_EXAMPLE_TAKEOVER"),
+		TakeoverFrom:   os.Getenv("MOLT_EXAMPLE_TAKEOVER"),
 	})
 	if err != nil {
 		return err
