@@ -88,6 +88,9 @@
 //     generations still drain ([ErrTooManyDraining]), and
 //     [Options.DrainTimeout] ends a generation that drains too long.
 //   - [Options.SaveState] carries application state (see State below).
+//   - [Options.TakeoverSocket] and [Options.TakeoverFrom] let a process
+//     that someone else started (another unit, a container, an
+//     operator) take over with the same protocol and guarantees.
 //
 // # Inventory
 //
@@ -129,7 +132,9 @@
 // molt uses one environment variable, MOLT_HANDOFF_FD, which a parent sets
 // for its successor and [New] removes, and a second one for the
 // pre-flight check: a process started with MOLT_CHECK=1 runs
-// [Options.Check] in [New] and exits. Successors do not receive systemd's
+// [Options.Check] in [New] and exits, and MOLT_TAKEOVER_FROM (with
+// MOLT_TAKEOVER_REPORT, from `molt takeover`) makes [New] take over; New
+// removes both. Successors do not receive systemd's
 // LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES, nor MOLT_CHECK; checks do not
 // receive NOTIFY_SOCKET.
 //
