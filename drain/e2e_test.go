@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,10 @@ const envServe = "MOLT_DRAIN_TEST_SERVE" // "tcp" or "tls"
 // connections that sent nothing (a Go duration) and has the server report
 // every connection it accepted ("new" events, Addr = the client's).
 const envNewConnGrace = "MOLT_DRAIN_TEST_NEWCONN_GRACE"
+
+// envTakeover, if set, names the takeover socket every server offers and
+// takes over from (molt.Options.TakeoverSocket and TakeoverFrom).
+const envTakeover = "MOLT_DRAIN_TEST_TAKEOVER"
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envServe); mode != "" {
@@ -63,7 +68,8 @@ func report(e serverEvent) {
 func serve(mode string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// Upgrades follow each other faster than drains end: no storm guard.
-	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: time.Minute, MaxDraining: -1})
+	upg, err := molt.New(molt.Options{Logger: log, ReadyTimeout: time.Minute, MaxDraining: -1,
+		TakeoverSocket: os.Getenv(envTakeover), TakeoverFrom: os.Getenv(envTakeover)})
 	if err != nil {
 		report(serverEvent{Event: "error", Err: err.Error()})
 		return 1
@@ -224,24 +230,46 @@ func clientKinds(tlsMode bool) []clientKind {
 // while clients of every kind keep it busy, and counts failed requests.
 func TestZeroFailedAcrossUpgrades(t *testing.T) {
 	for _, mode := range []string{"tcp", "tls"} {
-		t.Run(mode, func(t *testing.T) { runUpgrades(t, mode, 10) })
+		t.Run(mode, func(t *testing.T) { runUpgrades(t, mode, 10, false) })
 	}
 }
 
-func runUpgrades(t *testing.T, mode string, upgrades int) {
+// TestZeroFailedAcrossTakeovers is TestZeroFailedAcrossUpgrades with
+// takeovers: each new generation is a process the test starts, which
+// takes over through the serving one's takeover socket.
+func TestZeroFailedAcrossTakeovers(t *testing.T) {
+	for _, mode := range []string{"tcp", "tls"} {
+		t.Run(mode, func(t *testing.T) { runUpgrades(t, mode, 10, true) })
+	}
+}
+
+func runUpgrades(t *testing.T, mode string, upgrades int, takeover bool) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	// A data race in any generation stops it, which fails the test.
-	cmd.Env = append(os.Environ(), envServe+"="+mode, "GORACE=halt_on_error=1")
-	cmd.Stdout, cmd.Stderr = w, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	env := []string{envServe + "=" + mode, "GORACE=halt_on_error=1"} // a data race in any generation stops it, which fails the test
+	if takeover {
+		env = append(env, envTakeover+"="+filepath.Join(t.TempDir(), "takeover.sock"))
 	}
-	w.Close()
+	var started []*exec.Cmd // the processes the test started: the first, and the takers
+	start := func() {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stdout, cmd.Stderr = w, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		started = append(started, cmd)
+	}
+	start()
+	if !takeover {
+		w.Close()
+	} else {
+		defer w.Close()
+	}
 	events := make(chan serverEvent, 64)
 	go func() {
 		defer close(events)
@@ -289,7 +317,9 @@ func runUpgrades(t *testing.T, mode string, upgrades int) {
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
-		cmd.Wait()
+		for _, cmd := range started {
+			cmd.Wait()
+		}
 	})
 	scheme := "http://"
 	if mode == "tls" {
@@ -338,7 +368,11 @@ func runUpgrades(t *testing.T, mode string, upgrades int) {
 	cur := ready.PID
 	for i := range upgrades {
 		time.Sleep(100 * time.Millisecond) // spacing between upgrades, not synchronisation
-		syscall.Kill(cur, syscall.SIGHUP)
+		if takeover {
+			start()
+		} else {
+			syscall.Kill(cur, syscall.SIGHUP)
+		}
 		e := next("ready")
 		if e.Gen != uint64(i+2) || e.Addr != ready.Addr {
 			t.Fatalf("upgrade %d: generation %d on %s, want %d on %s", i+1, e.Gen, e.Addr, i+2, ready.Addr)
