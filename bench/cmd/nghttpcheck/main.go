@@ -64,6 +64,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -76,6 +77,7 @@ import (
 const startWait = 10 * time.Second
 
 type config struct {
+	takeover   bool
 	upgrades   int
 	conns      int
 	streams    int
@@ -99,6 +101,7 @@ func main() {
 	flag.DurationVar(&cfg.runTimeout, "run-timeout", 30*time.Second, "bound on one upgrade's nghttp runs")
 	flag.DurationVar(&cfg.timeout, "timeout", 110*time.Second, "bound on the whole check; every process is killed then")
 	flag.StringVar(&cfg.nghttp, "nghttp", "nghttp", "the nghttp command")
+	flag.BoolVar(&cfg.takeover, "takeover", false, "upgrade by takeovers: each generation is a new process that takes over through a takeover socket, not a SIGHUP")
 	flag.StringVar(&cfg.save, "save", "", "directory to write every run's -v output into (created if missing)")
 	flag.Parse()
 	for p := range strings.SplitSeq(protos, ",") {
@@ -179,7 +182,11 @@ func runDriver(cfg config) int {
 		version, cfg.upgrades, cfg.conns, strings.Join(cfg.protos, ", "), cfg.streams)
 	var problems []string
 	var steps []*step
-	svc, err := startService(ctx, r, dir)
+	takeover := ""
+	if cfg.takeover {
+		takeover = filepath.Join(dir, "takeover.sock")
+	}
+	svc, err := startService(ctx, r, dir, takeover)
 	if err != nil {
 		problems = append(problems, err.Error())
 	} else {

@@ -25,10 +25,11 @@ const (
 	// envRole makes the binary a server generation ("server"); envCertDir
 	// names the directory with the driver's certificate (certFile,
 	// keyFile). molt passes the environment on to every successor.
-	envRole    = "NGHTTPCHECK_ROLE"
-	envCertDir = "NGHTTPCHECK_CERT_DIR"
-	certFile   = "cert.pem"
-	keyFile    = "key.pem"
+	envRole     = "NGHTTPCHECK_ROLE"
+	envCertDir  = "NGHTTPCHECK_CERT_DIR"
+	envTakeover = "NGHTTPCHECK_TAKEOVER" // the takeover socket, with -takeover
+	certFile    = "cert.pem"
+	keyFile     = "key.pem"
 
 	// serverDrainTimeout bounds one generation's drain; serverReadyTimeout
 	// the start of its successor.
@@ -70,7 +71,8 @@ func runServer() int {
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
 		With("pid", os.Getpid())
-	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout})
+	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout,
+		TakeoverSocket: os.Getenv(envTakeover), TakeoverFrom: os.Getenv(envTakeover)})
 	if err != nil {
 		return fail(err)
 	}

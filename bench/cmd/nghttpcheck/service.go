@@ -37,10 +37,15 @@ const (
 // service is the molt service under test: generation 1, started by the
 // driver, and its successors, all printing on one pipe.
 type service struct {
-	reaper *reap.Reaper
-	events *eventlog.Log[serverEvent]
-	first  int         // generation 1's PID
-	cur    serverEvent // the ready event of the generation serving now
+	// takeover, if set, is the takeover socket: an upgrade starts a new
+	// process that takes over through it, instead of a SIGHUP.
+	takeover string
+	cmdFor   func() *exec.Cmd // a new server process, for takeovers
+	out      *os.File         // the servers' standard output, kept open for the takers
+	reaper   *reap.Reaper
+	events   *eventlog.Log[serverEvent]
+	first    int         // generation 1's PID
+	cur      serverEvent // the ready event of the generation serving now
 }
 
 // writeCert writes a self-signed certificate for 127.0.0.1 and its key
@@ -76,7 +81,7 @@ func writeCert(dir string) error {
 }
 
 // startService starts generation 1 and waits until it is ready.
-func startService(ctx context.Context, r *reap.Reaper, certDir string) (*service, error) {
+func startService(ctx context.Context, r *reap.Reaper, certDir, takeover string) (*service, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -85,16 +90,23 @@ func startService(ctx context.Context, r *reap.Reaper, certDir string) (*service
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envRole+"=server", envCertDir+"="+certDir)
-	cmd.Stdout, cmd.Stderr = pw, os.Stderr
+	cmdFor := func() *exec.Cmd {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), envRole+"=server", envCertDir+"="+certDir, envTakeover+"="+takeover)
+		cmd.Stdout, cmd.Stderr = pw, os.Stderr
+		return cmd
+	}
+	cmd := cmdFor()
 	err = r.Start(cmd)
-	pw.Close() // the servers hold the write end: end-of-file once all are gone
+	if takeover == "" || err != nil {
+		pw.Close() // the servers hold the write end: end-of-file once all are gone
+		pw = nil
+	}
 	if err != nil {
 		pr.Close()
 		return nil, fmt.Errorf("start the server: %w", err)
 	}
-	s := &service{reaper: r, events: eventlog.New(eventName), first: cmd.Process.Pid}
+	s := &service{reaper: r, events: eventlog.New(eventName), first: cmd.Process.Pid, takeover: takeover, cmdFor: cmdFor, out: pw}
 	go s.events.Read(pr)
 	wctx, cancel := context.WithTimeout(ctx, firstReadyWait)
 	defer cancel()
@@ -118,7 +130,11 @@ func startService(ctx context.Context, r *reap.Reaper, certDir string) (*service
 func (s *service) upgrade(ctx context.Context) (old serverEvent, pos int, err error) {
 	old = s.cur
 	pos = s.events.Len()
-	if err := s.reaper.Signal(old.PID, syscall.SIGHUP); err != nil {
+	if s.takeover != "" {
+		if err := s.reaper.Start(s.cmdFor()); err != nil {
+			return old, pos, fmt.Errorf("start a taker of generation %d (pid %d): %w", old.Gen, old.PID, err)
+		}
+	} else if err := s.reaper.Signal(old.PID, syscall.SIGHUP); err != nil {
 		return old, pos, fmt.Errorf("SIGHUP to generation %d (pid %d): %w", old.Gen, old.PID, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, upgradeWait)
@@ -171,6 +187,9 @@ func (s *service) waitExit(ctx context.Context, old serverEvent, pos int) error 
 // to be gone, kills what is left, and returns every problem: a process
 // left behind, a generation that did not report a clean exit.
 func (s *service) stop() []string {
+	if s.out != nil {
+		s.out.Close() // the events end once the servers are gone
+	}
 	var problems []string
 	pid := s.first
 	if s.cur.PID != 0 {
