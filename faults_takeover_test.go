@@ -3,6 +3,7 @@
 package molt_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -33,7 +34,17 @@ type taker struct {
 // takeover socket sock, on listen; it offers sock in turn.
 func startTaker(t *testing.T, h *harness, listen, sock, fault string, env ...string) *taker {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
+	return startTakerFrom(t, h, os.Args[0], nil, listen, sock, fault, env...)
+}
+
+// startTakerFrom is startTaker with the executable bin and, if not nil,
+// stdin as its standard input.
+func startTakerFrom(t *testing.T, h *harness, bin string, stdin *os.File, listen, sock, fault string, env ...string) *taker {
+	t.Helper()
+	cmd := exec.Command(bin)
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	cmd.Env = append(os.Environ(), envRole+"=fault", envAddr+"="+listen, envFault+"="+fault,
 		"MOLT_TAKEOVER_FROM="+sock, envTakeoverSock+"="+sock)
 	cmd.Env = append(cmd.Env, env...)
@@ -77,9 +88,9 @@ func awaitEvent(t *testing.T, ch <-chan molt.Event) molt.Event {
 }
 
 // takeoverSucceeds: a taker takes over under load; generation 1 drains;
-// then 20 takeovers alternate between two kinds of taker (the fault role
-// with and without a second listener it does not use, standing in for two
-// binaries), each from the one before.
+// then 20 takeovers alternate between two binaries (the test binary and a
+// copy of it, the copy with a second listener it does not use), each from
+// the one before.
 func takeoverSucceeds(t *testing.T, h *harness) outcome {
 	sock := filepath.Join(proctest.ShortDir(t), "takeover.sock")
 	ip := h.startInProc(molt.Options{ReadyTimeout: 30 * time.Second, TakeoverSocket: sock}, "tcp", "127.0.0.1:0", nil)
@@ -101,14 +112,16 @@ func takeoverSucceeds(t *testing.T, h *harness) outcome {
 	h.ld.waitMore(t, h.ld.snapshot(), tk.pid, 20)
 
 	servers := []server{{"parent", ip.pid}, {"taker", tk.pid}}
+	other := filepath.Join(t.TempDir(), "other.test")
+	copyExecutable(t, os.Args[0], other)
 	prev := tk
 	const n = 20
 	for i := range n {
-		env := []string(nil)
+		bin, env := os.Args[0], []string(nil)
 		if i%2 == 0 {
-			env = append(env, envFaultExtra+"=tcp 127.0.0.1:0")
+			bin, env = other, append(env, envFaultExtra+"=tcp 127.0.0.1:0")
 		}
-		next := startTaker(t, h, ip.listen, sock, "", env...)
+		next := startTakerFrom(t, h, bin, nil, ip.listen, sock, "", env...)
 		r := h.wait("ready")
 		if r["pid"] != strconv.Itoa(next.pid) || r["gen"] != strconv.Itoa(i+3) {
 			t.Fatalf("takeover %d: ready %v, want pid %d generation %d", i+1, r, next.pid, i+3)
@@ -204,6 +217,79 @@ func takerHung(t *testing.T, h *harness, err error, tk *taker) {
 	gc, _ := strconv.Atoi(h.wait("hanging")["grandchild"])
 	proctest.KillIfOurs(gc)
 	syscall.Kill(gc, syscall.SIGKILL)
+}
+
+// TestTakeoverOneAtATime: a takeover while an upgrade runs is refused
+// with ErrUpgradeInProgress, and an upgrade while a takeover runs too.
+func TestTakeoverOneAtATime(t *testing.T) {
+	h := newHarness(t)
+	sock := filepath.Join(proctest.ShortDir(t), "takeover.sock")
+	ip := h.startInProc(molt.Options{ReadyTimeout: time.Minute, TakeoverSocket: sock}, "tcp", "127.0.0.1:0", nil)
+	events := takeoverEvents(ip)
+
+	// A forked successor that waits for a line before Ready holds the
+	// upgrade; a taker meanwhile is refused.
+	rf, wf, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	defer wf.Close()
+	ip.roleWith(h, "release", rf)
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- ip.u.Upgrade(context.Background()) }()
+	h.wait("initialising")
+	tk := startTaker(t, h, ip.listen, sock, "")
+	if r := h.wait("new-error"); !strings.Contains(r["err"], "upgrade in progress") {
+		t.Errorf("a taker during an upgrade: New failed with %q, want ErrUpgradeInProgress's message", r["err"])
+	}
+	<-tk.done
+	wf.WriteString("go\n")
+	if err := <-upgraded; err != nil {
+		t.Fatalf("the held upgrade = %v, want nil", err)
+	}
+	<-events
+	succ, _ := strconv.Atoi(h.wait("ready")["pid"])
+	ip.takeOver(t)
+
+	h.stopService(ip.tg, succ)
+
+	// The other way round, with a new generation 1 in this process: a
+	// taker that waits for a line before Ready holds the takeover, and an
+	// upgrade meanwhile is refused.
+	sock2 := filepath.Join(proctest.ShortDir(t), "takeover2.sock")
+	u, err := molt.New(molt.Options{Logger: roleLogger(), ReadyTimeout: time.Minute, TakeoverSocket: sock2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Stop()
+	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	rt, wt, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	defer wt.Close()
+	held := startTakerFrom(t, h, os.Args[0], rt, "tcp 127.0.0.1:0", sock2, "release") // as generation 1 asked: a :0 listener is claimed by that address
+	h.wait("initialising") // it has the inventory: the takeover runs
+	if err := u.Upgrade(context.Background()); !errors.Is(err, molt.ErrUpgradeInProgress) {
+		t.Errorf("Upgrade during a takeover = %v, want ErrUpgradeInProgress", err)
+	}
+	wt.WriteString("go\n")
+	if r := h.wait("ready"); r["pid"] != strconv.Itoa(held.pid) {
+		t.Errorf("after the release %v is ready, want the taker %d", r, held.pid)
+	}
+	<-u.Exit()
+	u.Stop()
+	h.stopService(target{"tcp", ln.Addr().String()}, held.pid)
+	<-held.done
+	h.checked = true // not a fault of the matrix: no load to check
 }
 
 // TestTakeoverRefusedToOtherUser runs a taker as nobody against a
