@@ -277,7 +277,7 @@ func TestTakeoverOneAtATime(t *testing.T) {
 	defer rt.Close()
 	defer wt.Close()
 	held := startTakerFrom(t, h, os.Args[0], rt, "tcp 127.0.0.1:0", sock2, "release") // as generation 1 asked: a :0 listener is claimed by that address
-	h.wait("initialising") // it has the inventory: the takeover runs
+	h.wait("initialising")                                                            // it has the inventory: the takeover runs
 	if err := u.Upgrade(context.Background()); !errors.Is(err, molt.ErrUpgradeInProgress) {
 		t.Errorf("Upgrade during a takeover = %v, want ErrUpgradeInProgress", err)
 	}
