@@ -45,6 +45,10 @@ func startChecked(t *testing.T, mode *atomic.Value) (*molt.Upgrader, *proctest.E
 	})}
 	served := make(chan struct{})
 	go func() { srv.Serve(ln); close(served) }()
+	go func() { // after an upgrade, only the successor accepts (a stop must reach it)
+		<-u.Exit()
+		srv.Close()
+	}()
 	t.Cleanup(func() {
 		u.Stop()
 		srv.Close()
