@@ -159,7 +159,16 @@ func (u *Upgrader) takeoverFrom(c net.Conn) {
 	cred, err := peercred.OfConn(uc)
 	hc := handoff.NewConn(uc)
 	hc.SetReadDeadline(time.Now().Add(takeoverHelloTimeout))
+	waited := make(chan struct{})
+	go func() { // Stop does not wait for a silent connection; ends with the read
+		select {
+		case <-u.lc.stop:
+			hc.SetReadDeadline(time.Unix(1, 0))
+		case <-waited:
+		}
+	}()
 	m, rerr := hc.RecvMessage()
+	close(waited)
 	hc.SetReadDeadline(time.Time{})
 	switch {
 	case rerr != nil || m.Type != handoff.TypeTakeover:
