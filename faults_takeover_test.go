@@ -161,6 +161,14 @@ func takerFailsWith(fault string, readyTimeout time.Duration, files int, check f
 		}
 		ip := h.startInProc(molt.Options{ReadyTimeout: readyTimeout, TakeoverSocket: sock}, "tcp", "127.0.0.1:0", add)
 		events := takeoverEvents(ip)
+		if fault == "crash-after-ready" {
+			// As for a forked successor (successorCrashesAfterReady): the
+			// ACK follows the commit hooks, and a taker that is dead by
+			// then cannot read it. Without the wait the ACK could reach
+			// it before its SIGKILL took effect, and it would have taken
+			// over (correctly: the takeover then succeeds).
+			ip.setOnCommit(func(pid int) { proctest.AwaitGone(pid, proctest.Patience) })
+		}
 		h.startLoad(ip.tg)
 		h.probe("before", ip.pid)
 		h.beginFault()
