@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""python3 -m http.server, wrapped to serve the sockets molt run passes.
+
+It takes every descriptor of LISTEN_FDS (from 3, as sd_listen_fds(3)),
+checks LISTEN_PID, serves the current directory on each, answers
+/healthz, and on SIGTERM stops accepting, answers what it accepted with
+"Connection: close" and exits once its requests are done.
+"""
+import http.server
+import os
+import signal
+import socket
+import sys
+import threading
+
+draining = threading.Event()
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    timeout = 2  # an idle keep-alive connection is closed after 2 s
+
+    def log_message(self, *args):
+        pass
+
+    def end_headers(self):
+        if draining.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        super().end_headers()
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            body = b"ok\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+
+def main():
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        sys.exit("LISTEN_PID does not name this process: not started by socket activation")
+    n = int(os.environ.get("LISTEN_FDS", "0"))
+    if n < 1:
+        sys.exit("no sockets passed (LISTEN_FDS)")
+    servers = []
+    for fd in range(3, 3 + n):
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)
+        srv = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+        srv.socket.close()
+        srv.socket = sock
+        srv.daemon_threads = False
+        srv.block_on_close = True
+        servers.append(srv)
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}) for s in servers]
+    for t in threads:
+        t.start()
+
+    def stop(signum, frame):
+        draining.set()
+        threading.Thread(target=lambda: [s.shutdown() for s in servers]).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for t in threads:
+        t.join()
+    for s in servers:
+        s.server_close()  # waits for the requests in flight
+
+
+if __name__ == "__main__":
+    main()
