@@ -148,4 +148,3 @@ func hostPID() int {
 	}
 	return os.Getpid()
 }
-
