@@ -157,8 +157,7 @@ func TestReadyByNotify(t *testing.T) {
 func TestReadyByProbe(t *testing.T) {
 	for _, probe := range []string{"http://instance/healthz", "tcp://instance", "shared-tcp"} {
 		t.Run(probe, func(t *testing.T) {
-			var h *harness
-			h = newHarness(t, runchild.Probe, func(o *supervise.Options) {
+			h := newHarness(t, runchild.Probe, func(o *supervise.Options) {
 				p := probe
 				if p == "shared-tcp" {
 					// The shared socket's address is known only once it is
