@@ -146,7 +146,8 @@ type Options struct {
 	Activated bool
 
 	// Ready is the readiness probe; nil means the program says READY=1
-	// on NOTIFY_SOCKET.
+	// on NOTIFY_SOCKET. With a probe, READY=1 is ignored: only the probe
+	// decides.
 	Ready *Probe
 	// Grace bounds the wait for a new instance to be ready. Zero means
 	// DefaultGrace (1m).

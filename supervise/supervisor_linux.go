@@ -464,7 +464,13 @@ func (s *Supervisor) onNotify(pid int, msg []byte) {
 		k, v, _ := strings.Cut(line, "=")
 		switch k {
 		case "READY":
-			if v == "1" {
+			switch {
+			case v != "1":
+			case s.opts.Ready != nil:
+				// The probe decides (gunicorn says READY=1 before its
+				// workers run): the notification is only logged.
+				s.log.Debug("supervise: READY=1 from an instance; waiting for the probe", "pid", inst.pid)
+			default:
 				inst.markReady()
 			}
 		case "STATUS":

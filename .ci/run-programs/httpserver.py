@@ -4,7 +4,9 @@
 It takes every descriptor of LISTEN_FDS (from 3, as sd_listen_fds(3)),
 checks LISTEN_PID, serves the current directory on each, answers
 /healthz, and on SIGTERM stops accepting, answers what it accepted with
-"Connection: close" and exits once its requests are done.
+"Connection: close" and exits once its requests are done. Started with a
+port and without LISTEN_FDS, it binds 127.0.0.1:PORT itself (the
+stop/start comparison).
 """
 import http.server
 import os
@@ -42,14 +44,22 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 
 def main():
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        sys.exit("LISTEN_PID does not name this process: not started by socket activation")
-    n = int(os.environ.get("LISTEN_FDS", "0"))
-    if n < 1:
-        sys.exit("no sockets passed (LISTEN_FDS)")
+    socks = []
+    if "LISTEN_FDS" not in os.environ and len(sys.argv) > 1:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", int(sys.argv[1])))
+        sock.listen(128)
+        socks.append(sock)
+    else:
+        if os.environ.get("LISTEN_PID") != str(os.getpid()):
+            sys.exit("LISTEN_PID does not name this process: not started by socket activation")
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+        if n < 1:
+            sys.exit("no sockets passed (LISTEN_FDS)")
+        socks = [socket.socket(fileno=fd) for fd in range(3, 3 + n)]
     servers = []
-    for fd in range(3, 3 + n):
-        sock = socket.socket(fileno=fd)
+    for sock in socks:
         sock.setblocking(True)
         srv = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
         srv.socket.close()
