@@ -27,8 +27,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         if draining.is_set():
-            self.send_header("Connection", "close")
             self.close_connection = True
+        if self.close_connection:  # draining, or the client asked to close
+            self.send_header("Connection", "close")
         super().end_headers()
 
     def do_GET(self):
