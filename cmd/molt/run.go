@@ -154,14 +154,19 @@ func runSupervisor(args []string, stdout, stderr io.Writer) int {
 
 	started := make(chan error, 1)
 	go func() { started <- sup.Start(context.Background()) }()
+	startReported := false
+	reportStart := func(err error) {
+		startReported = true
+		if err != nil {
+			fmt.Fprintf(stderr, "molt: run: %v\n", err)
+		}
+	}
 	upgrades := make(chan struct{}, 1) // a token: one SIGHUP upgrade at a time
 	upgrades <- struct{}{}
 	for {
 		select {
 		case err := <-started:
-			if err != nil {
-				fmt.Fprintf(stderr, "molt: run: %v\n", err)
-			}
+			reportStart(err)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
@@ -186,6 +191,9 @@ func runSupervisor(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 		case <-sup.Done():
+			if !startReported {
+				reportStart(<-started) // Start returns right after a failure stopped the supervisor
+			}
 			return sup.ExitCode()
 		}
 	}

@@ -239,7 +239,7 @@ func TestRunFirstInstanceFails(t *testing.T) {
 	if code := s.wait(t); code != 3 {
 		t.Errorf("molt run exited with %d, want the program's 3", code)
 	}
-	if !strings.Contains(s.logs.String(), "exit status 3") {
+	if !strings.Contains(s.logs.String(), "molt: run: supervise: the instance exited before it was ready: exit status 3") {
 		t.Errorf("molt run's log does not say why:\n%s", s.logs.String())
 	}
 }

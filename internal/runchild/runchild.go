@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package runchild is the program the tests of "molt run" supervise: a
 // socket-activated HTTP server that reports what it is doing as event
 // lines ([proctest.Say]). Test binaries run it as a role: when argv[1] is
