@@ -120,6 +120,15 @@ func servedBy(t *testing.T, addr string) string {
 	return strings.TrimSpace(strings.TrimPrefix(string(b), "pid="))
 }
 
+func waitGone(t *testing.T, pid string) {
+	t.Helper()
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		t.Fatalf("pid %q: %v", pid, err)
+	}
+	proctest.WaitGone(t, n)
+}
+
 // fakeSystemd is a NOTIFY_SOCKET for molt run itself.
 type fakeSystemd struct {
 	c    *net.UnixConn
@@ -186,6 +195,9 @@ func TestRunUpgrades(t *testing.T) {
 		t.Fatalf("molt upgrade: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	second := s.ev.Wait(t, "serving")
+	// The old instance accepts on the shared socket until it handles its
+	// stop signal: ask once it is gone.
+	waitGone(t, first["pid"])
 	if second["pid"] != m[1] || servedBy(t, addr) != m[1] {
 		t.Errorf("the new instance is %v; molt upgrade said pid %s", second, m[1])
 	}
@@ -217,6 +229,7 @@ func TestRunUpgrades(t *testing.T) {
 	if n := sd.next(t); n["READY"] != "1" || !strings.Contains(n["STATUS"], "generation 3") {
 		t.Errorf("notification %v after SIGHUP, want READY=1 and generation 3's status", n)
 	}
+	waitGone(t, second["pid"])
 	if got := servedBy(t, addr); got != third["pid"] {
 		t.Errorf("after SIGHUP served by %s, want %s", got, third["pid"])
 	}
