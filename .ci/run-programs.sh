@@ -169,6 +169,7 @@ if [ -n "${RESULTS:-}" ]; then
 fi
 if [ "$molt_failed" -ne 0 ]; then
   echo "programs log:" >&2
+  grep -E "level=(WARN|ERROR)" "$work/programs.log" | tail -20 >&2 || true
   tail -50 "$work/programs.log" >&2
   tail -20 "$work/upgrades.log" >&2
   exit 1

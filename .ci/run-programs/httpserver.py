@@ -61,7 +61,10 @@ def main():
         socks = [socket.socket(fileno=fd) for fd in range(3, 3 + n)]
     servers = []
     for sock in socks:
-        sock.setblocking(True)
+        # Non-blocking: the socket is shared with the other instance, and a
+        # blocking accept after a select that the other instance won would
+        # keep serve_forever from seeing its shutdown.
+        sock.setblocking(False)
         srv = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
         srv.socket.close()
         srv.socket = sock
@@ -74,10 +77,15 @@ def main():
 
     def stop(signum, frame):
         draining.set()
-        threading.Thread(target=lambda: [s.shutdown() for s in servers]).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # The main thread waits here, where signal handlers run, and stops the
+    # servers itself once told to.
+    while not draining.wait(0.2):
+        pass
+    for s in servers:
+        s.shutdown()  # serve_forever returns: no more accepts
     for t in threads:
         t.join()
     for s in servers:
