@@ -30,7 +30,11 @@ type supervisor struct {
 	modeFile string
 	exited   chan struct{}
 	code     int
+	prepare  func(*exec.Cmd) // changes the command before it starts
 }
+
+// prepareRun is set by a test for the next startRun only.
+var prepareRun func(*exec.Cmd)
 
 // startRun starts molt run with args (the program is this binary as
 // runchild in mode), env added to its environment and attr as its
@@ -38,7 +42,8 @@ type supervisor struct {
 func startRun(t *testing.T, mode string, attr *syscall.SysProcAttr, env []string, args ...string) *supervisor {
 	t.Helper()
 	dir := proctest.ShortDir(t)
-	s := &supervisor{logs: &syncBuffer{}, modeFile: filepath.Join(dir, "mode"), exited: make(chan struct{})}
+	s := &supervisor{logs: &syncBuffer{}, modeFile: filepath.Join(dir, "mode"), exited: make(chan struct{}), prepare: prepareRun}
+	prepareRun = nil
 	s.setMode(t, mode)
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -54,6 +59,9 @@ func startRun(t *testing.T, mode string, attr *syscall.SysProcAttr, env []string
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.SysProcAttr = attr
+	if s.prepare != nil {
+		s.prepare(cmd)
+	}
 	s.cmd = cmd
 	s.ev = proctest.NewEvents(outR)
 	copied := make(chan struct{})
@@ -290,5 +298,41 @@ func TestRunPID1(t *testing.T) {
 	}
 	if code := s.wait(t); code != 7 {
 		t.Errorf("molt run exited with %d, want the program's 7", code)
+	}
+}
+
+// TestRunActivated: molt run started by socket activation passes the
+// sockets it got on to the program, names included. It is started the
+// way it starts programs: through the shim, which sets LISTEN_PID.
+func TestRunActivated(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
+	prepareRun = func(cmd *exec.Cmd) {
+		cmd.Args = append([]string{os.Args[0], os.Args[0]}, cmd.Args...) // the shim's argv: path, then argv
+		cmd.Env = append(cmd.Env, "MOLT_RUN_EXEC=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=public")
+		cmd.ExtraFiles = []*os.File{f}
+	}
+	s := startRun(t, runchild.Notify, nil, nil, "--control", sock, "--listen", "web=tcp://127.0.0.1:0")
+	ev := s.ev.Wait(t, "serving")
+	if ev["names"] != "public,web" || ev["fds"] != "2" {
+		t.Errorf("the program got %v, want the activated socket first, then --listen's", ev)
+	}
+	if got := servedBy(t, ln.Addr().String()); got != ev["pid"] {
+		t.Errorf("the activated socket is served by %s, want %s", got, ev["pid"])
+	}
+	if r := moltCLI(t, "stop", "-s", sock); r.code != exitOK {
+		t.Errorf("molt stop: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if code := s.wait(t); code != 0 {
+		t.Errorf("molt run exited with %d, want 0", code)
 	}
 }
