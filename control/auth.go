@@ -15,14 +15,17 @@ import (
 
 // authorize allows the service's own user, root, and members of
 // Options.Group (by effective group).
-func (s *Server) authorize(p peer) error {
-	if p.uid == s.uid || p.uid == 0 || (s.gid >= 0 && p.gid == s.gid) {
+func (s *Server) authorize(p peer) error { return authorizePeer(p, s.uid, s.gid) }
+
+// authorizePeer allows uid, root and members of gid (if gid >= 0).
+func authorizePeer(p peer, uid, gid int) error {
+	if p.uid == uid || p.uid == 0 || (gid >= 0 && p.gid == gid) {
 		return nil
 	}
-	if s.gid >= 0 {
-		return fmt.Errorf("peer uid %d gid %d is not allowed (only uid %d, root and gid %d)", p.uid, p.gid, s.uid, s.gid)
+	if gid >= 0 {
+		return fmt.Errorf("peer uid %d gid %d is not allowed (only uid %d, root and gid %d)", p.uid, p.gid, uid, gid)
 	}
-	return fmt.Errorf("peer uid %d is not allowed (only uid %d and root)", p.uid, s.uid)
+	return fmt.Errorf("peer uid %d is not allowed (only uid %d and root)", p.uid, uid)
 }
 
 // peer is the other end of a connection, as the kernel reports it.

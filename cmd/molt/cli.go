@@ -42,8 +42,10 @@ const (
 
 const usage = `Usage: molt [flags] upgrade|check|stop|status
        molt [flags] takeover -- PROGRAM [ARGS...]
+       molt run [flags] -- PROGRAM [ARGS...]
 
-Drive a service built with molt through its control socket.
+Drive a service built with molt through its control socket, or run a
+program in any language under molt (see molt run -h).
 
 Commands:
   upgrade   start a new generation of the service and wait for the result
@@ -152,6 +154,9 @@ func parse(args []string, getenv func(string) string) (config, error) {
 
 // run is the command: it returns the exit status.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, terminal bool) int {
+	if len(args) > 0 && args[0] == "run" {
+		return runSupervisor(args[1:], stdout, stderr)
+	}
 	cfg, err := parse(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		io.WriteString(stdout, usage)

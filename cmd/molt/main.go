@@ -50,8 +50,11 @@ package main
 
 import (
 	"os"
+
+	"github.com/moltgo/molt/supervise"
 )
 
 func main() {
+	supervise.ExecShim() // molt run starts each instance through this binary
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)))
 }

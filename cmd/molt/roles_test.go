@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/moltgo/molt/internal/proctest"
+	"github.com/moltgo/molt/internal/runchild"
+	"github.com/moltgo/molt/supervise"
 
 	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/control"
@@ -44,6 +46,8 @@ var roles = map[string]func() int{
 }
 
 func TestMain(m *testing.M) {
+	supervise.ExecShim() // molt run's instances start through this binary
+	runchild.Dispatch()  // and are this binary playing runchild
 	proctest.Dispatch(envRole, roles)
 	os.Exit(m.Run())
 }

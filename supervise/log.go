@@ -1,0 +1,6 @@
+package supervise
+
+import "log/slog"
+
+// slogLogger is the supervisor's logger.
+type slogLogger struct{ *slog.Logger }

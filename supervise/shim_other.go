@@ -1,0 +1,6 @@
+//go:build !unix
+
+package supervise
+
+// ExecShim does nothing on this platform.
+func ExecShim() {}
