@@ -301,6 +301,47 @@ func TestRunPID1(t *testing.T) {
 	}
 }
 
+// TestRunMoltServicePID1: a service built with the molt library runs
+// under molt run as PID 1 of a PID namespace, as the README says a molt
+// service should in a container: molt upgrade starts its next version as
+// a new instance, the old one drains and exits, and molt run, the
+// container's process 1, serves on throughout. Needs root.
+func TestRunMoltServicePID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a PID namespace needs root")
+	}
+	sock := filepath.Join(proctest.ShortDir(t), "c.sock")
+	s := startRun(t, runchild.Molt, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}, nil,
+		"--control", sock, "--listen", "web=tcp://127.0.0.1:0")
+	first := s.ev.Wait(t, "serving")
+	st, err := (&control.Client{Path: sock}).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := st.Listeners[0].Address
+	for i := range 3 {
+		r := moltCLI(t, "-s", sock, "upgrade")
+		if r.code != exitOK {
+			t.Fatalf("molt upgrade %d: exit %d, %q %q", i+1, r.code, r.stdout, r.stderr)
+		}
+		next := s.ev.Wait(t, "serving")
+		if next["generation"] != "1" || next["pid"] == first["pid"] {
+			t.Errorf("upgrade %d: the new instance is %v, want a new process in generation 1 of its own", i+1, next)
+		}
+		if stopped := s.ev.Wait(t, "stopped"); stopped["pid"] != first["pid"] {
+			t.Errorf("upgrade %d: %v stopped, want the old instance %s", i+1, stopped, first["pid"])
+		}
+		if got := servedBy(t, addr); got != next["pid"] {
+			t.Errorf("upgrade %d: served by %s, want %s", i+1, got, next["pid"])
+		}
+		first = next
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.wait(t); code != 0 {
+		t.Errorf("molt run exited with %d, want the service's 0", code)
+	}
+}
+
 // TestRunActivated: molt run started by socket activation passes the
 // sockets it got on to the program, names included. It is started the
 // way it starts programs: through the shim, which sets LISTEN_PID.

@@ -7,6 +7,7 @@
 package runchild
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,8 +17,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/moltgo/molt"
+	"github.com/moltgo/molt/drain"
 	"github.com/moltgo/molt/internal/proctest"
+	"github.com/moltgo/molt/systemd"
 )
 
 // Arg is argv[1] of the child; argv[2] is its mode.
@@ -37,6 +42,7 @@ const (
 	Fail   = "fail"   // exit 3 at once, saying why on stderr
 	Hang   = "hang"   // serve nothing, never ready; exit at a stop signal
 	Orphan = "orphan" // as Notify, after leaving an orphan behind (see orphanParent)
+	Molt   = "molt"   // a service built with the molt library: its sockets and READY=1 through package systemd
 
 	orphanParent = "orphan-parent" // starts orphan-child and exits
 	orphanChild  = "orphan-child"  // says its PID as the test's /proc sees it, then exits
@@ -71,6 +77,8 @@ func Main(mode string) int {
 	case Fail:
 		fmt.Fprintln(os.Stderr, "runchild: bad configuration, giving up")
 		return 3
+	case Molt:
+		return moltService()
 	}
 	if got := os.Getenv("LISTEN_PID"); got != strconv.Itoa(os.Getpid()) {
 		fmt.Fprintf(os.Stderr, "runchild: LISTEN_PID=%q, but this is pid %d\n", got, os.Getpid())
@@ -149,4 +157,47 @@ func hostPID() int {
 		}
 	}
 	return os.Getpid()
+}
+
+// moltService is a service written with the molt library, as the README
+// says to run one under molt run: it takes the passed socket through
+// package systemd, whose Ready sends READY=1 to molt run, and stops on
+// SIGTERM. molt run upgrades it by starting a new generation 1.
+func moltService() int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	name := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")[0] // Attach removes the variables
+	upg, err := molt.New(molt.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runchild:", err)
+		return 5
+	}
+	defer upg.Stop()
+	svc, err := systemd.Attach(upg, systemd.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runchild:", err)
+		return 5
+	}
+	defer svc.Close()
+	ln, err := svc.Listener(name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runchild:", err)
+		return 5
+	}
+	srv := drain.NewHTTPServer(&http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pid=%d\n", os.Getpid())
+	})})
+	go srv.Serve(ln)
+	proctest.Say("serving pid=%d fds=1 names=%s generation=%d", os.Getpid(), name, upg.Generation())
+	if err := upg.Ready(); err != nil {
+		fmt.Fprintln(os.Stderr, "runchild:", err)
+		return 6
+	}
+	sig := <-sigs
+	upg.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv.Drain(ctx)
+	proctest.Say("stopped pid=%d signal=%q", os.Getpid(), sig.String())
+	return 0
 }
