@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/user"
 	"strconv"
 
@@ -44,6 +45,26 @@ func peerOf(c net.Conn) (peer, error) {
 		return peer{-1, -1, -1}, fmt.Errorf("control: %w", err)
 	}
 	return peer{pid: cr.PID, uid: cr.UID, gid: cr.GID}, nil
+}
+
+// socketFile returns the socket file's mode and group ID (-1: none) that
+// o asks for.
+func (o Options) socketFile() (os.FileMode, int, error) {
+	mode := o.Mode
+	if mode == 0 {
+		mode = DefaultMode
+	}
+	if mode&^os.ModePerm != 0 {
+		return 0, -1, fmt.Errorf("control: Options.Mode %v has bits other than permissions", mode)
+	}
+	gid := -1
+	if o.Group != "" {
+		var err error
+		if gid, err = lookupGroup(o.Group); err != nil {
+			return 0, -1, err
+		}
+	}
+	return mode, gid, nil
 }
 
 // lookupGroup resolves a group name or numeric ID.

@@ -145,24 +145,13 @@ func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
 	if !peercred.Supported {
 		return nil, fmt.Errorf("%w: cannot read a peer's credentials on %s, so the socket would be unauthenticated", ErrNotSupported, runtime.GOOS)
 	}
-	mode := opts.Mode
-	if mode == 0 {
-		mode = DefaultMode
-	}
-	if mode&^os.ModePerm != 0 {
-		return nil, fmt.Errorf("control: Options.Mode %v has bits other than permissions", mode)
-	}
-	gid := -1
-	if opts.Group != "" {
-		var err error
-		if gid, err = lookupGroup(opts.Group); err != nil {
-			return nil, err
-		}
+	mode, gid, err := opts.socketFile()
+	if err != nil {
+		return nil, err
 	}
 	abs := path
 	var dir *socketDir
 	if !strings.HasPrefix(path, "@") {
-		var err error
 		if abs, err = filepath.Abs(path); err != nil {
 			return nil, fmt.Errorf("control: %w", err)
 		}
@@ -179,7 +168,6 @@ func Listen(upg *molt.Upgrader, path string, opts Options) (*Server, error) {
 		return nil
 	}}
 	var ln net.Listener
-	var err error
 	listen := func() { ln, err = upg.ListenWith(context.Background(), lc, "unix", abs) }
 	if dir != nil {
 		withCreationAttrs(mode, gid, listen)

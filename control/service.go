@@ -75,19 +75,9 @@ func ListenService(svc Service, path string, opts Options) (*ServiceServer, erro
 	if !peercred.Supported {
 		return nil, fmt.Errorf("%w: cannot read a peer's credentials, so the socket would be unauthenticated", ErrNotSupported)
 	}
-	mode := opts.Mode
-	if mode == 0 {
-		mode = DefaultMode
-	}
-	if mode&^os.ModePerm != 0 {
-		return nil, fmt.Errorf("control: Options.Mode %v has bits other than permissions", mode)
-	}
-	gid := -1
-	if opts.Group != "" {
-		var err error
-		if gid, err = lookupGroup(opts.Group); err != nil {
-			return nil, err
-		}
+	mode, gid, err := opts.socketFile()
+	if err != nil {
+		return nil, err
 	}
 	if strings.HasPrefix(path, "@") {
 		return nil, fmt.Errorf("control: ListenService: %s: abstract sockets are not supported here, use a path", path)
