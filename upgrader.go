@@ -170,8 +170,12 @@ func New(opts Options) (*Upgrader, error) {
 // initialised serves on its own and Ready returns nil. In generation 1 it
 // does not block. A failure to write the PID file is returned, and
 // reported to the parent (which serves on, and whose Upgrade returns it as
-// a [*ReportedError]), before the parent is told anything else. Calling
-// Ready again returns nil; after Stop it returns [ErrStopped].
+// a [*ReportedError]), before the parent is told anything else; so is a
+// failure to create [Options.TakeoverSocket]. A taker ([Options.TakeoverFrom])
+// whose takeover the serving generation ended before its ACK (a timeout,
+// a failed commit) gets that generation's reason as the error, and must
+// not serve. Calling Ready again returns nil; after Stop it returns
+// [ErrStopped].
 func (u *Upgrader) Ready() error {
 	u.readyMu.Lock()
 	defer u.readyMu.Unlock()
