@@ -148,8 +148,15 @@ func (h *harness) runTeardown() {
 // against tg, and waits until every kind was answered 20 times.
 func (h *harness) startLoad(tg target) {
 	h.t.Helper()
+	h.startLoadBounded(tg, maxReqsPerClient, maxLoadDuration)
+}
+
+// startLoadBounded is startLoad with other bounds, for a fault that lasts
+// longer than most.
+func (h *harness) startLoadBounded(tg target, maxReqs int, maxDur time.Duration) {
+	h.t.Helper()
 	h.tg = tg
-	h.ld = startFaultLoad(tg, 2)
+	h.ld = startFaultLoadBounded(tg, 2, maxReqs, maxDur)
 	h.pr = startProber(tg)
 	h.ld.waitMore(h.t, loadStats{okByPID: map[int]int{}}, 0, 20)
 }

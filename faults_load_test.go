@@ -174,6 +174,7 @@ func parseAnswer(status int, body string, kind loadKind) (int, error) {
 // finish, or until its bounds (maxReqsPerClient each, maxLoadDuration).
 type faultLoad struct {
 	tg         target
+	maxReqs    int // bound of every client
 	stop       chan struct{}
 	stopOnce   sync.Once
 	wg         sync.WaitGroup
@@ -217,9 +218,15 @@ func (s loadStats) clone() loadStats {
 }
 
 func startFaultLoad(tg target, perKind int) *faultLoad {
-	l := &faultLoad{tg: tg, stop: make(chan struct{}), changed: make(chan struct{})}
+	return startFaultLoadBounded(tg, perKind, maxReqsPerClient, maxLoadDuration)
+}
+
+// startFaultLoadBounded is startFaultLoad with other bounds: maxReqs
+// requests per client, and maxDur for the whole load.
+func startFaultLoadBounded(tg target, perKind, maxReqs int, maxDur time.Duration) *faultLoad {
+	l := &faultLoad{tg: tg, stop: make(chan struct{}), changed: make(chan struct{}), maxReqs: maxReqs}
 	l.res.okByPID, l.res.answers = map[int]int{}, map[int]answerSpan{}
-	deadline := time.Now().Add(maxLoadDuration)
+	deadline := time.Now().Add(maxDur)
 	for kind := range numKinds {
 		for range perKind {
 			tr := tg.transport(kind != kindClose)
@@ -235,7 +242,7 @@ func startFaultLoad(tg target, perKind int) *faultLoad {
 func (l *faultLoad) client(kind loadKind, tr *http.Transport, deadline time.Time) {
 	defer l.wg.Done()
 	lastPID := map[net.Conn]int{}
-	for range maxReqsPerClient {
+	for range l.maxReqs {
 		select {
 		case <-l.stop:
 			return
