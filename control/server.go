@@ -508,22 +508,29 @@ func (s *Server) handle(line []byte, p peer) Reply {
 		s.check(&rep)
 	}
 	rep.OK = rep.Code == CodeOK
+	logRequest(s.log, p, req.Op, &rep, start)
+	return rep
+}
+
+// logRequest logs one answered request: status requests at debug level
+// (monitoring polls them: not worth a line each), refusals and failures as
+// warnings.
+func logRequest(log *slog.Logger, p peer, op Op, rep *Reply, start time.Time) {
 	level := slog.LevelInfo
 	switch {
 	case rep.Code != CodeOK:
 		level = slog.LevelWarn
-	case req.Op == OpStatus:
-		level = slog.LevelDebug // polled by monitoring: not worth a line each
+	case op == OpStatus:
+		level = slog.LevelDebug
 	}
-	attrs := append(p.attrs(), "op", req.Op, "code", string(rep.Code), "duration", time.Since(start))
+	attrs := append(p.attrs(), "op", op, "code", string(rep.Code), "duration", time.Since(start))
 	if rep.Upgrade != nil {
 		attrs = append(attrs, "successor_pid", rep.Upgrade.SuccessorPID)
 	}
 	if rep.Error != "" {
 		attrs = append(attrs, "err", rep.Error)
 	}
-	s.log.Log(context.Background(), level, "control: request", attrs...)
-	return rep
+	log.Log(context.Background(), level, "control: request", attrs...)
 }
 
 // upgrade runs an upgrade for a request (if generation ifGen serves, when
@@ -549,11 +556,24 @@ func (s *Server) upgrade(rep *Reply, ifGen uint64) {
 			res.SuccessorPID, res.Started, res.Duration = last.SuccessorPID, last.Started, last.Duration
 		}
 		rep.Code, rep.Upgrade = CodeOK, res
-	case errors.As(err, &ce):
+	case !errors.As(err, &ce) && notStarted(rep, err, ifGen):
+		if rep.Code == CodeInProgress {
+			rep.Error = s.inProgressMessage()
+		}
+	default:
 		describeFailure(res, err)
 		rep.Code, rep.Error, rep.Upgrade = CodeFailed, err.Error(), res
+	}
+}
+
+// notStarted fills rep for an upgrade request that started nothing, and
+// reports whether err was such a refusal: another upgrade runs, another
+// generation serves than ifGen, too many drain, not ready, replaced or
+// stopping. Any other error is a failed upgrade.
+func notStarted(rep *Reply, err error, ifGen uint64) bool {
+	switch {
 	case errors.Is(err, molt.ErrUpgradeInProgress):
-		rep.Code, rep.Error = CodeInProgress, s.inProgressMessage()
+		rep.Code, rep.Error = CodeInProgress, err.Error()
 	case errors.Is(err, molt.ErrGenerationChanged):
 		rep.Code = CodeGenerationChanged
 		rep.Error = fmt.Sprintf("generation %d serves, not generation %d; nothing was started", rep.Generation, ifGen)
@@ -567,18 +587,23 @@ func (s *Server) upgrade(rep *Reply, ifGen uint64) {
 	case errors.Is(err, molt.ErrStopped):
 		rep.Code, rep.Error = CodeStopping, "the service is stopping"
 	default:
-		describeFailure(res, err)
-		rep.Code, rep.Error, rep.Upgrade = CodeFailed, err.Error(), res
+		return false
 	}
+	return true
 }
 
 // upgradeContext is the context of an upgrade or a check that a request
 // started: the server's, bounded by UpgradeTimeout.
 func (s *Server) upgradeContext() (context.Context, context.CancelFunc) {
-	if s.opts.UpgradeTimeout > 0 {
-		return context.WithTimeout(s.base, s.opts.UpgradeTimeout)
+	return boundedContext(s.base, s.opts.UpgradeTimeout)
+}
+
+// boundedContext is base bounded by timeout, if it is positive.
+func boundedContext(base context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeout(base, timeout)
 	}
-	return s.base, func() {}
+	return base, func() {}
 }
 
 // check runs the pre-flight check for a request and fills the reply with

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moltgo/molt"
 	"github.com/moltgo/molt/internal/peercred"
 )
 
@@ -332,40 +331,18 @@ func (s *ServiceServer) handle(line []byte, p peer) Reply {
 		s.upgrade(&rep, req.IfGeneration)
 	}
 	rep.OK = rep.Code == CodeOK
-	level := slog.LevelInfo
-	switch {
-	case rep.Code != CodeOK:
-		level = slog.LevelWarn
-	case req.Op == OpStatus:
-		level = slog.LevelDebug
-	}
-	attrs := append(p.attrs(), "op", req.Op, "code", string(rep.Code), "duration", time.Since(start))
-	if rep.Error != "" {
-		attrs = append(attrs, "err", rep.Error)
-	}
-	s.log.Log(context.Background(), level, "control: request", attrs...)
+	logRequest(s.log, p, req.Op, &rep, start)
 	return rep
 }
 
 func (s *ServiceServer) upgrade(rep *Reply, ifGen uint64) {
-	ctx, cancel := s.base, context.CancelFunc(func() {})
-	if s.opts.UpgradeTimeout > 0 {
-		ctx, cancel = context.WithTimeout(s.base, s.opts.UpgradeTimeout)
-	}
+	ctx, cancel := boundedContext(s.base, s.opts.UpgradeTimeout)
 	defer cancel()
 	res, err := s.svc.Upgrade(ctx, ifGen)
 	switch {
 	case err == nil:
 		rep.Code, rep.Upgrade = CodeOK, res
-	case errors.Is(err, molt.ErrUpgradeInProgress):
-		rep.Code, rep.Error = CodeInProgress, err.Error()
-	case errors.Is(err, molt.ErrGenerationChanged):
-		rep.Code = CodeGenerationChanged
-		rep.Error = fmt.Sprintf("generation %d serves, not generation %d; nothing was started", rep.Generation, ifGen)
-	case errors.Is(err, molt.ErrNotReady):
-		rep.Code, rep.Error = CodeNotReady, "the service is not ready yet"
-	case errors.Is(err, molt.ErrStopped):
-		rep.Code, rep.Error = CodeStopping, "the service is stopping"
+	case notStarted(rep, err, ifGen):
 	default:
 		if res == nil {
 			res = &UpgradeResult{PID: rep.PID, Generation: rep.Generation, Reason: err.Error()}
