@@ -45,6 +45,13 @@ func (c *Client) Upgrade(ctx context.Context) (*UpgradeResult, error) {
 }
 
 func (c *Client) upgrade(ctx context.Context, req Request) (*UpgradeResult, error) {
+	return c.result(ctx, req, func(rep *Reply) *UpgradeResult { return rep.Upgrade })
+}
+
+// result sends req and returns the result of which picks from its
+// reply: the errors of Do, the reply's as an [*Error], or a protocol
+// error for a reply without one.
+func (c *Client) result(ctx context.Context, req Request, which func(*Reply) *UpgradeResult) (*UpgradeResult, error) {
 	rep, err := c.DoRequest(ctx, req)
 	if err != nil {
 		return nil, err
@@ -52,10 +59,11 @@ func (c *Client) upgrade(ctx context.Context, req Request) (*UpgradeResult, erro
 	if err := rep.Err(); err != nil {
 		return nil, err
 	}
-	if rep.Upgrade == nil {
-		return nil, fmt.Errorf("%w: upgrade reply without a result", ErrProtocol)
+	r := which(rep)
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s reply without a result", ErrProtocol, req.Op)
 	}
-	return rep.Upgrade, nil
+	return r, nil
 }
 
 // Check asks the service to run the pre-flight check of the binary an
@@ -64,17 +72,7 @@ func (c *Client) upgrade(ctx context.Context, req Request) (*UpgradeResult, erro
 // Check field has the check's output. The other errors are those of
 // [Client.Do].
 func (c *Client) Check(ctx context.Context) (*UpgradeResult, error) {
-	rep, err := c.Do(ctx, OpCheck)
-	if err != nil {
-		return nil, err
-	}
-	if err := rep.Err(); err != nil {
-		return nil, err
-	}
-	if rep.Check == nil {
-		return nil, fmt.Errorf("%w: check reply without a result", ErrProtocol)
-	}
-	return rep.Check, nil
+	return c.result(ctx, Request{V: Version, Op: OpCheck}, func(rep *Reply) *UpgradeResult { return rep.Check })
 }
 
 // UpgradeIfGeneration is [Client.Upgrade] on a condition: the service

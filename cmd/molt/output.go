@@ -48,22 +48,11 @@ func printReply(stdout, stderr io.Writer, rep *control.Reply, now time.Time) {
 func printFailure(w io.Writer, rep *control.Reply) {
 	switch rep.Code {
 	case control.CodeFailed:
-		u := rep.Upgrade
-		if u == nil {
-			fmt.Fprintf(w, "molt: upgrade failed: %s\n", rep.Error)
-			return
+		if printResult(w, "upgrade", rep.Upgrade, rep.Error) {
+			fmt.Fprintf(w, "molt: pid %d (generation %d) goes on serving\n", rep.PID, rep.Generation)
 		}
-		fmt.Fprintf(w, "molt: upgrade failed after %s: %s\n", duration(u.Duration), failure(u))
-		printOutput(w, u.Output)
-		fmt.Fprintf(w, "molt: pid %d (generation %d) goes on serving\n", rep.PID, rep.Generation)
 	case control.CodeCheckFailed:
-		c := rep.Check
-		if c == nil {
-			fmt.Fprintf(w, "molt: check failed: %s\n", rep.Error)
-			return
-		}
-		fmt.Fprintf(w, "molt: check failed after %s: %s\n", duration(c.Duration), failure(c))
-		printOutput(w, c.Output)
+		printResult(w, "check", rep.Check, rep.Error)
 	case control.CodeInProgress, control.CodeTooManyDraining:
 		fmt.Fprintf(w, "molt: upgrade not started: %s\n", rep.Error)
 	case control.CodePermissionDenied:
@@ -72,6 +61,19 @@ func printFailure(w io.Writer, rep *control.Reply) {
 	default:
 		fmt.Fprintf(w, "molt: %s: %s (%s)\n", rep.Op, rep.Error, rep.Code)
 	}
+}
+
+// printResult explains a failed upgrade or check (what) from its result
+// r, with the check's output, and reports whether there was a result;
+// without one it prints the reply's error msg.
+func printResult(w io.Writer, what string, r *control.UpgradeResult, msg string) bool {
+	if r == nil {
+		fmt.Fprintf(w, "molt: %s failed: %s\n", what, msg)
+		return false
+	}
+	fmt.Fprintf(w, "molt: %s failed after %s: %s\n", what, duration(r.Duration), failure(r))
+	printOutput(w, r.Output)
+	return true
 }
 
 // failure describes why an upgrade failed, with the successor's exit
