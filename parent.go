@@ -111,6 +111,7 @@ func (u *Upgrader) upgrade(ctx context.Context, tk *takerConn) error {
 	}
 	if err != nil {
 		u.inv.resumeAccept() // after a rollback, accepting again already
+		u.yields.resume()
 		u.inv.endSend(false)
 		if perr := u.writePIDFile(); perr != nil {
 			u.log.Warn("molt: could not restore the PID file after a failed upgrade", "err", perr)
@@ -247,6 +248,9 @@ func (u *Upgrader) acknowledge(s *process, probation bool) error {
 		err = s.conn.SendProbation()
 	}
 	if err == nil {
+		// The successor reads shared packet sockets once it has the
+		// ACK: this generation stops first (yield.go).
+		u.yields.yield()
 		err = s.conn.SendAck()
 	}
 	s.conn.SetWriteDeadline(time.Time{})

@@ -75,6 +75,7 @@ func (u *Upgrader) probation(ctx context.Context, s *process) (stopping bool, er
 	// Accept first: from here on no connection waits in a queue that
 	// nobody serves. Then the successor goes, with its process group.
 	u.inv.resumeAccept()
+	u.yields.resume()
 	if testHookResumed != nil {
 		testHookResumed()
 	}

@@ -53,6 +53,8 @@ type Upgrader struct {
 	commitHooks []*commitHook
 
 	older olderGenerations // older generations that may still run (storm.go)
+
+	yields yieldHooks // readers of shared packet sockets (yield.go)
 }
 
 // New creates the process's Upgrader. If this process was started by an
@@ -419,5 +421,8 @@ func init() {
 	}
 	reserved.AddFile = func(u any, name string, f *os.File) error {
 		return u.(*Upgrader).inv.addFile(name, f, true)
+	}
+	reserved.OnYield = func(u any, yield, resume func()) (remove func()) {
+		return u.(*Upgrader).yields.add(yield, resume)
 	}
 }
