@@ -1,0 +1,47 @@
+package quic
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+// HandshakeSettle is how long [DrainHTTP3] goes on accepting connections
+// before it sends GOAWAY: a handshake this generation began before its
+// successor took the socket ends within it (its datagrams are forwarded),
+// and the connection is then served and drained like the others. A
+// handshake still under way after it is refused (quic-go closes the
+// listener), and that client dials again.
+const HandshakeSettle = 250 * time.Millisecond
+
+// DrainHTTP3 drains srv, which serves ln, in a generation that was upgraded
+// (call it once [molt.Upgrader.Exit] is closed): after [HandshakeSettle]
+// it sends HTTP/3 GOAWAY on every connection (quic-go's
+// [http3.Server.Shutdown]), lets the requests under way finish, and closes
+// each connection once the client has finished with it; at ctx's end it
+// closes the connections still open. It then closes ln, and returns nil,
+// or ctx's error if connections had to be closed.
+//
+// quic-go's GOAWAY names the first request it did not start, and rejects
+// the requests that were already on their way (H3_REQUEST_REJECTED, which
+// tells the client that nothing was processed): RFC 9114 §5.2 lets a
+// server announce its shutdown first with the largest stream ID, which
+// rejects nothing, but quic-go has no way to send that. A client in a
+// loop of back-to-back requests loses about one request in four GOAWAYs
+// to this (see BENCHMARKS.md), on any graceful shutdown of a quic-go
+// server, upgraded or not.
+func DrainHTTP3(ctx context.Context, srv *http3.Server, ln http3.QUICListener) error {
+	t := time.NewTimer(HandshakeSettle)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	err := srv.Shutdown(ctx)
+	if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) && err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,213 @@
+package quic_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// The load: HTTP/3 clients that never retry. Each keeps one connection and
+// sends requests on it one after the other, until the server's GOAWAY
+// closes it; then it dials again (the next connection reaches the serving
+// generation). Every request it sends is counted: answered, or failed with
+// its error. A request quic-go refuses to send because a GOAWAY arrived
+// first is not sent, and is counted apart (RFC 9114 §5.2 forbids sending
+// it; nothing reached the server).
+
+type loadResult struct {
+	mu       sync.Mutex
+	ok       int
+	notSent  int            // refused by the client after a GOAWAY: never sent
+	rejected int            // H3_REQUEST_REJECTED: sent, and rejected by a server in graceful shutdown
+	failed   map[string]int // by error
+	dials    int
+	dialFail map[string]int
+	byGen    map[uint64]int
+	newGen   *sync.Cond // broadcast on every answer
+}
+
+func newLoadResult() *loadResult {
+	r := &loadResult{failed: map[string]int{}, dialFail: map[string]int{}, byGen: map[uint64]int{}}
+	r.newGen = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *loadResult) failures() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.failed {
+		n += c
+	}
+	for _, c := range r.dialFail {
+		n += c
+	}
+	return n
+}
+
+func (r *loadResult) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "answered %d, not sent after GOAWAY %d, rejected by GOAWAY %d, dials %d", r.ok, r.notSent, r.rejected, r.dials)
+	for _, m := range []map[string]int{r.failed, r.dialFail} {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "\n  %d× %s", m[k], k)
+		}
+	}
+	return b.String()
+}
+
+// waitGen waits until n requests were answered by generation gen, or
+// timeout; it reports whether they were.
+func (r *loadResult) waitGen(gen uint64, n int, timeout time.Duration) bool {
+	t := time.AfterFunc(timeout, func() { r.mu.Lock(); r.newGen.Broadcast(); r.mu.Unlock() })
+	defer t.Stop()
+	end := time.Now().Add(timeout)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.byGen[gen] < n && time.Now().Before(end) {
+		r.newGen.Wait()
+	}
+	return r.byGen[gen] >= n
+}
+
+func clientTLS() *tls.Config {
+	// Every process makes its own certificate (testcert): the client
+	// cannot know the server's, and verifying it is not what is tested.
+	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}
+}
+
+// runLoad runs clients HTTP/3 clients against addr until stop is closed,
+// each for at most maxRequests requests and until deadline, and returns
+// when all have ended.
+func runLoad(addr string, clients, maxRequests int, deadline time.Time, stop <-chan struct{}, r *loadResult) {
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { client(i, addr, maxRequests, deadline, stop, r) })
+	}
+	wg.Wait()
+}
+
+var paths = []string{"/", "/", "/slow", "/", "/stream", "/", "/"}
+
+func client(id int, addr string, maxRequests int, deadline time.Time, stop <-chan struct{}, r *loadResult) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		r.mu.Lock()
+		r.dialFail["client socket: "+err.Error()]++
+		r.mu.Unlock()
+		return
+	}
+	defer udp.Close()
+	tr := &quicgo.Transport{Conn: udp}
+	defer tr.Close()
+	raddr, _ := net.ResolveUDPAddr("udp", addr)
+	var (
+		conn    *quicgo.Conn
+		cc      *http3.ClientConn
+		connGen uint64 // the generation that answered on conn last
+	)
+	defer func() {
+		if conn != nil {
+			conn.CloseWithError(0, "")
+		}
+	}()
+	for n := 0; n < maxRequests && time.Now().Before(deadline); n++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if conn != nil && conn.Context().Err() != nil {
+			conn = nil // closed after a GOAWAY, once idle: dial the serving generation
+		}
+		if conn == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err = tr.Dial(ctx, raddr, clientTLS(), &quicgo.Config{MaxIdleTimeout: time.Minute})
+			cancel()
+			r.mu.Lock()
+			r.dials++
+			if err != nil {
+				r.dialFail["dial: "+err.Error()]++
+			}
+			r.mu.Unlock()
+			if err != nil {
+				conn = nil
+				continue
+			}
+			cc = (&http3.Transport{}).NewClientConn(conn)
+			connGen = 0
+		}
+		path := paths[(id+n)%len(paths)]
+		gen, err := request(cc, "https://"+addr+path)
+		if err == nil {
+			connGen = gen
+		}
+		r.mu.Lock()
+		switch {
+		case err == nil:
+			r.ok++
+			r.byGen[gen]++
+			r.newGen.Broadcast()
+		case strings.Contains(err.Error(), "connection in graceful shutdown"):
+			r.notSent++ // quic-go's errGoAway: the request was not sent
+		case strings.Contains(err.Error(), "H3_REQUEST_REJECTED"):
+			r.rejected++
+		default:
+			r.failed[fmt.Sprintf("%s on a connection to generation %d (%s): %v", path, connGen, time.Now().Format("15:04:05.000"), err)]++
+		}
+		r.mu.Unlock()
+		if err != nil {
+			conn.CloseWithError(0, "")
+			conn = nil
+		}
+	}
+}
+
+// request sends one GET and reads the whole answer, which must name the
+// generation that served it.
+func request(cc *http3.ClientConn, url string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	rsp, err := cc.RoundTrip(req)
+	if err != nil {
+		return 0, err
+	}
+	defer rsp.Body.Close()
+	b, err := io.ReadAll(rsp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("reading the body: %w", err)
+	}
+	if rsp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("status %d", rsp.StatusCode)
+	}
+	s := string(b)
+	i := strings.LastIndex(s, "gen=")
+	if i < 0 {
+		return 0, errors.New("answer names no generation")
+	}
+	g, err := strconv.ParseUint(strings.TrimSpace(s[i+4:]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("answer %q: %w", s, err)
+	}
+	return g, nil
+}

@@ -1,0 +1,135 @@
+package quic_test
+
+import (
+	"flag"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moltgo/molt/internal/proctest"
+)
+
+var upgrades = flag.Int("quic.upgrades", 50, "upgrades in TestHTTP3SurvivesUpgrades")
+
+// service is generation 1 of the HTTP/3 server role and its event lines.
+type service struct {
+	t    *testing.T
+	ev   *proctest.Events
+	addr string
+	pid  int
+	gen  uint64
+}
+
+func startService(t *testing.T, forward bool) *service {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	f := "0"
+	if forward {
+		f = "1"
+	}
+	cmd.Env = append(os.Environ(), envRole+"=server", envAddr+"=127.0.0.1:0", envForward+"="+f, envDrain+"=20s",
+		"GORACE=halt_on_error=1") // a race in any generation ends it, and fails the test
+	cmd.Stdout, cmd.Stderr = pw, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	go cmd.Wait() // generation 1; the later ones are its descendants
+	s := &service{t: t, ev: proctest.NewEvents(pr)}
+	t.Cleanup(s.ev.KillAll)
+	ready := s.ev.Wait(t, "ready")
+	s.addr = ready["addr"]
+	s.pid, _ = strconv.Atoi(ready["pid"])
+	s.gen = 1
+	return s
+}
+
+// upgrade makes the serving generation upgrade, and waits for its successor.
+func (s *service) upgrade() {
+	s.t.Helper()
+	if err := syscall.Kill(s.pid, syscall.SIGHUP); err != nil {
+		s.t.Fatal(err)
+	}
+	ready := s.ev.Wait(s.t, "ready")
+	s.pid, _ = strconv.Atoi(ready["pid"])
+	s.gen++
+	if g, _ := strconv.ParseUint(ready["gen"], 10, 64); g != s.gen {
+		s.t.Fatalf("generation %d is ready, want %d", g, s.gen)
+	}
+}
+
+// stop ends the serving generation and collects every generation's exit.
+func (s *service) stop() []map[string]string {
+	syscall.Kill(s.pid, syscall.SIGTERM)
+	var exits []map[string]string
+	for range s.gen {
+		e := s.ev.Wait(s.t, "exited")
+		if e["err"] != "" {
+			s.t.Errorf("generation %s: %s", e["gen"], e["err"])
+		}
+		exits = append(exits, e)
+	}
+	return exits
+}
+
+func sum(exits []map[string]string, field string) (total uint64, most int) {
+	for _, e := range exits {
+		n, _ := strconv.ParseUint(e[field], 10, 64)
+		total += n
+		most = max(most, int(n))
+	}
+	return total, most
+}
+
+// TestHTTP3SurvivesUpgrades: HTTP/3 clients with long-lived connections
+// and requests always in flight (fast ones, 150 ms ones, 1 s streams)
+// through 50 upgrades: every request sent is answered, and every dial
+// succeeds. Each generation drains with GOAWAY while its successor serves
+// and forwards it its connections' datagrams.
+func TestHTTP3SurvivesUpgrades(t *testing.T) {
+	n := *upgrades
+	if testing.Short() {
+		n = 5
+	}
+	s := startService(t, true)
+	r := newLoadResult()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runLoad(s.addr, 16, 1_000_000, time.Now().Add(10*time.Minute), stop, r)
+	}()
+	if !r.waitGen(1, 50, proctest.Patience) {
+		t.Fatalf("generation 1 answered no load: %s", r)
+	}
+	for range n {
+		s.upgrade()
+		// each generation serves some load before the next upgrade
+		if !r.waitGen(s.gen, 30, proctest.Patience) {
+			t.Fatalf("generation %d answered no load: %s", s.gen, r)
+		}
+	}
+	close(stop)
+	<-done
+	exits := s.stop()
+	t.Logf("%d upgrades: %s", n, r)
+	if f := r.failures(); f != 0 {
+		t.Errorf("%d requests or dials failed", f)
+	}
+	fwd, _ := sum(exits, "forwarded")
+	from, _ := sum(exits, "from_successor")
+	dropped, _ := sum(exits, "dropped")
+	_, chain := sum(exits, "max_older")
+	t.Logf("datagrams forwarded %d, received from a successor %d, dropped %d; most older generations forwarded to at once: %d",
+		fwd, from, dropped, chain)
+	if fwd == 0 || from == 0 {
+		t.Errorf("no datagram was forwarded (%d) or received from a successor (%d): the test did not exercise forwarding", fwd, from)
+	}
+}
