@@ -38,7 +38,7 @@ type PacketConn struct {
 	keys   *keys
 	inbox  *inbox
 	older  *olderGenerations
-	log    *slog.Logger
+	log    atomic.Pointer[slog.Logger]
 
 	in chan packet // to ReadFrom: this generation's datagrams
 
@@ -126,11 +126,11 @@ func ListenPacket(u *molt.Upgrader, network, addr string) (*PacketConn, error) {
 		gen:    uint32(u.Generation()),
 		ids:    ids,
 		keys:   k,
-		log:    slog.New(slog.DiscardHandler),
 		in:     make(chan packet, 256),
 		closed: make(chan struct{}),
 	}
 	c.cond.L = &c.mu
+	c.SetLogger(nil)
 	c.deadline.init()
 	base := channelBase(udp.LocalAddr())
 	if c.older, err = claimOlder(u, base, c.gen); err == nil {
@@ -189,16 +189,10 @@ func (c *PacketConn) SetLogger(l *slog.Logger) {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	c.mu.Lock()
-	c.log = l
-	c.mu.Unlock()
+	c.log.Store(l)
 }
 
-func (c *PacketConn) logger() *slog.Logger {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.log
-}
+func (c *PacketConn) logger() *slog.Logger { return c.log.Load() }
 
 // readSocket reads the shared socket while this generation is its reader,
 // and routes each datagram by the generation its connection ID names.

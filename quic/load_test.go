@@ -61,7 +61,15 @@ func (r *loadResult) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "answered %d, not sent after GOAWAY %d, rejected by GOAWAY %d, dials %d", r.ok, r.notSent, r.rejected, r.dials)
+	failed, dialFailed := 0, 0
+	for _, n := range r.failed {
+		failed += n
+	}
+	for _, n := range r.dialFail {
+		dialFailed += n
+	}
+	fmt.Fprintf(&b, "answered %d, failed %d, rejected by GOAWAY %d, not sent after GOAWAY %d; dials %d, failed %d",
+		r.ok, failed, r.rejected, r.notSent, r.dials, dialFailed)
 	for _, m := range []map[string]int{r.failed, r.dialFail} {
 		keys := make([]string, 0, len(m))
 		for k := range m {
@@ -172,7 +180,7 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 		case strings.Contains(err.Error(), "H3_REQUEST_REJECTED"):
 			r.rejected++
 		default:
-			r.failed[fmt.Sprintf("%s on a connection to generation %d (%s): %v", path, connGen, time.Now().Format("15:04:05.000"), err)]++
+			r.failed[fmt.Sprintf("%s on a connection to %s: %v", path, connKind(connGen), err)]++
 		}
 		r.mu.Unlock()
 		if err != nil {
@@ -180,6 +188,13 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 			conn = nil
 		}
 	}
+}
+
+func connKind(gen uint64) string {
+	if gen == 0 {
+		return "a new connection"
+	}
+	return "generation " + strconv.FormatUint(gen, 10)
 }
 
 // request sends one GET and reads the whole answer, which must name the

@@ -30,9 +30,11 @@ const envRole = "MOLTQUIC_TEST_ROLE"
 
 // Settings of a server, in its environment (successors inherit them).
 const (
-	envAddr    = "MOLTQUIC_TEST_ADDR"    // the UDP address generation 1 binds
-	envForward = "MOLTQUIC_TEST_FORWARD" // "1": this package; "0": molt's plain ListenPacket
-	envDrain   = "MOLTQUIC_TEST_DRAIN"   // how long a draining generation waits for its requests
+	envAddr    = "MOLTQUIC_TEST_ADDR"      // the UDP address generation 1 binds
+	envForward = "MOLTQUIC_TEST_FORWARD"   // "1": this package; "0": molt's plain ListenPacket
+	envDrain   = "MOLTQUIC_TEST_DRAIN"     // how long a draining generation waits for its requests
+	envProb    = "MOLTQUIC_TEST_PROBATION" // Options.Probation
+	envCrash   = "MOLTQUIC_TEST_CRASH"     // the generation that exits 3 soon after its Ready
 )
 
 func TestMain(m *testing.M) {
@@ -58,7 +60,8 @@ func serverRole() int {
 		proctest.Say("exited pid=%d gen=%d err=%q", os.Getpid(), gen, what+": "+err.Error())
 		return 1
 	}
-	u, err := molt.New(molt.Options{ReadyTimeout: time.Minute, MaxDraining: -1})
+	probation, _ := time.ParseDuration(os.Getenv(envProb))
+	u, err := molt.New(molt.Options{ReadyTimeout: time.Minute, MaxDraining: -1, Probation: probation})
 	if err != nil {
 		return fail("New", err)
 	}
@@ -101,6 +104,11 @@ func serverRole() int {
 		return fail("Ready", err)
 	}
 	proctest.Say("ready pid=%d gen=%d addr=%s", os.Getpid(), gen, pc.LocalAddr())
+	if os.Getenv(envCrash) == strconv.FormatUint(gen, 10) {
+		// a successor that dies on its first requests (its parent has it
+		// on probation and takes the service back)
+		time.AfterFunc(300*time.Millisecond, func() { os.Exit(3) })
+	}
 serve:
 	for {
 		select {

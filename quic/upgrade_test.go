@@ -23,7 +23,7 @@ type service struct {
 	gen  uint64
 }
 
-func startService(t *testing.T, forward bool) *service {
+func startService(t *testing.T, forward bool, env ...string) *service {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -36,6 +36,7 @@ func startService(t *testing.T, forward bool) *service {
 	}
 	cmd.Env = append(os.Environ(), envRole+"=server", envAddr+"=127.0.0.1:0", envForward+"="+f, envDrain+"=20s",
 		"GORACE=halt_on_error=1") // a race in any generation ends it, and fails the test
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = pw, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -131,5 +132,44 @@ func TestHTTP3SurvivesUpgrades(t *testing.T) {
 		fwd, from, dropped, chain)
 	if fwd == 0 || from == 0 {
 		t.Errorf("no datagram was forwarded (%d) or received from a successor (%d): the test did not exercise forwarding", fwd, from)
+	}
+}
+
+var compare = flag.Bool("quic.compare", false, "TestHTTP3Compare: the same load and upgrades with and without forwarding, for BENCHMARKS.md")
+
+// TestHTTP3Compare runs TestHTTP3SurvivesUpgrades's load and upgrades twice
+// in one run: with this package, and with molt's plain ListenPacket under
+// quic-go (what a service got before it: the successor reads every
+// datagram, and the old generation's connections are lost). It reports
+// both; it fails only if forwarding failed a request.
+func TestHTTP3Compare(t *testing.T) {
+	if !*compare {
+		t.Skip("run with -quic.compare")
+	}
+	for _, forward := range []bool{true, false} {
+		s := startService(t, forward)
+		r := newLoadResult()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runLoad(s.addr, 16, 1_000_000, time.Now().Add(10*time.Minute), stop, r)
+		}()
+		if !r.waitGen(1, 50, proctest.Patience) {
+			t.Fatalf("generation 1 answered no load: %s", r)
+		}
+		for range *upgrades {
+			s.upgrade()
+			if !r.waitGen(s.gen, 30, proctest.Patience) {
+				t.Fatalf("generation %d answered no load: %s", s.gen, r)
+			}
+		}
+		close(stop)
+		<-done
+		s.stop()
+		t.Logf("forwarding=%v, %d upgrades: %s", forward, *upgrades, r)
+		if forward && r.failures() != 0 {
+			t.Errorf("with forwarding, %d requests or dials failed", r.failures())
+		}
 	}
 }
