@@ -3,6 +3,7 @@
 package quic
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -22,7 +23,7 @@ func newInbox(*molt.Upgrader, string, uint32) (*inbox, error) { return nil, molt
 func (*inbox) read(c *PacketConn)                             { c.wg.Done() }
 func (*inbox) close()                                         {}
 
-type olderGenerations struct{}
+type olderGenerations struct{ log func() *slog.Logger }
 
 func claimOlder(*molt.Upgrader, string, uint32) (*olderGenerations, error) {
 	return nil, molt.ErrNotSupported

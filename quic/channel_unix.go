@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -207,6 +208,7 @@ func unixRecv(c *net.UnixConn, h, b []byte) (n int, oobn, flags int, from unix.S
 // olderGenerations are the channels to the older generations that still
 // drain, by generation.
 type olderGenerations struct {
+	log      func() *slog.Logger
 	mu       sync.Mutex
 	gens     map[uint32]*channel
 	watchers sync.WaitGroup
@@ -273,15 +275,19 @@ func (o *olderGenerations) watch(ch *channel) {
 		_, err := unix.Read(int(fd), b[:])
 		return err != unix.EAGAIN
 	})
-	o.drop(ch)
+	o.drop(ch, "it ended")
 }
 
-func (o *olderGenerations) drop(ch *channel) {
+func (o *olderGenerations) drop(ch *channel, why string) {
 	o.mu.Lock()
-	if o.gens[ch.gen] == ch {
+	found := o.gens[ch.gen] == ch
+	if found {
 		delete(o.gens, ch.gen)
 	}
 	o.mu.Unlock()
+	if found && o.log != nil {
+		o.log().Info("molt/quic: stopped forwarding to an older generation", "generation", ch.gen, "why", why)
+	}
 	ch.closeOnce.Do(func() { ch.conn.Close() })
 }
 
@@ -314,7 +320,11 @@ func (o *olderGenerations) forward(g uint32, b []byte, from netip.AddrPort) forw
 	case err == nil && (serr == unix.EAGAIN || serr == unix.ENOBUFS):
 		return dropped
 	}
-	o.drop(ch) // the generation is gone (EPIPE, ECONNRESET) or ch closed
+	why := "closed"
+	if serr != nil {
+		why = serr.Error()
+	}
+	o.drop(ch, why) // the generation is gone (EPIPE, ECONNRESET) or ch closed
 	return notForwarded
 }
 

@@ -134,6 +134,7 @@ func ListenPacket(u *molt.Upgrader, network, addr string) (*PacketConn, error) {
 	c.deadline.init()
 	base := channelBase(udp.LocalAddr())
 	if c.older, err = claimOlder(u, base, c.gen); err == nil {
+		c.older.log = c.logger
 		c.inbox, err = newInbox(u, base, c.gen)
 	}
 	if err != nil {
@@ -263,9 +264,34 @@ func (c *PacketConn) route(b []byte, from netip.AddrPort) (delivered bool) {
 				c.stats.forwardDropped.Add(1)
 				return false
 			}
+			b = padForReset(b)
 		}
 	}
 	return c.deliver(b, from)
+}
+
+// resetTrigger is the size up to which padForReset pads: above quic-go's
+// 42 bytes (protocol.MinStatelessResetSize), under which it sends no
+// stateless reset.
+const resetTrigger = 64
+
+// padForReset pads a short-header datagram of a generation that is gone
+// to resetTrigger bytes. A client waiting for an answer on such a
+// connection sends only small packets (ACKs, PINGs), which quic-go would
+// drop without a reset, so the client would learn only at its idle
+// timeout; padded, they get one at once. Only datagrams whose connection
+// ID one of the service's generations issued (checked with the shared
+// key) are padded, so nobody else can make this generation send resets,
+// and a reset is never more than three times the size of what the client
+// sent (RFC 9000 §10.3: no reset loops, no amplification).
+func padForReset(b []byte) []byte {
+	if len(b) >= resetTrigger || b[0]&0x80 != 0 || cap(b) < resetTrigger {
+		return b
+	}
+	n := len(b)
+	b = b[:resetTrigger]
+	clear(b[n:])
+	return b
 }
 
 // deliver queues b for quic-go; b must be the start of a pooled buffer.

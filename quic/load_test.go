@@ -1,3 +1,5 @@
+//go:build unix
+
 package quic_test
 
 import (
@@ -8,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +38,9 @@ type loadResult struct {
 	dials    int
 	dialFail map[string]int
 	byGen    map[uint64]int
-	newGen   *sync.Cond // broadcast on every answer
+	maxGen   uint64             // the newest generation that answered so far
+	latency  [2][]time.Duration // of "/" requests: [0] on the newest generation, [1] on an older one (draining, forwarded to)
+	newGen   *sync.Cond         // broadcast on every answer
 }
 
 func newLoadResult() *loadResult {
@@ -81,6 +86,23 @@ func (r *loadResult) String() string {
 		}
 	}
 	return b.String()
+}
+
+// latencies returns the median latency of "/" requests answered by the
+// newest generation and by older ones, with their counts.
+func (r *loadResult) latencies() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	med := func(d []time.Duration) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	return fmt.Sprintf(`"/" p50 on the newest generation %v (%d), on older ones %v (%d)`,
+		med(r.latency[0]), len(r.latency[0]), med(r.latency[1]), len(r.latency[1]))
 }
 
 // waitGen waits until n requests were answered by generation gen, or
@@ -149,7 +171,7 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 		}
 		if conn == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			conn, err = tr.Dial(ctx, raddr, clientTLS(), &quicgo.Config{MaxIdleTimeout: time.Minute})
+			conn, err = tr.Dial(ctx, raddr, clientTLS(), &quicgo.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: time.Second})
 			cancel()
 			r.mu.Lock()
 			r.dials++
@@ -165,7 +187,9 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 			connGen = 0
 		}
 		path := paths[(id+n)%len(paths)]
+		began := time.Now()
 		gen, err := request(cc, "https://"+addr+path)
+		took := time.Since(began)
 		if err == nil {
 			connGen = gen
 		}
@@ -174,6 +198,14 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 		case err == nil:
 			r.ok++
 			r.byGen[gen]++
+			r.maxGen = max(r.maxGen, gen)
+			if path == "/" {
+				older := 0
+				if gen < r.maxGen {
+					older = 1
+				}
+				r.latency[older] = append(r.latency[older], took)
+			}
 			r.newGen.Broadcast()
 		case strings.Contains(err.Error(), "connection in graceful shutdown"):
 			r.notSent++ // quic-go's errGoAway: the request was not sent
@@ -200,7 +232,7 @@ func connKind(gen uint64) string {
 // request sends one GET and reads the whole answer, which must name the
 // generation that served it.
 func request(cc *http3.ClientConn, url string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	rsp, err := cc.RoundTrip(req)

@@ -1,3 +1,5 @@
+//go:build unix
+
 package quic_test
 
 import (
@@ -6,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -83,6 +86,7 @@ func serverRole() int {
 		if mq, err = moltquic.ListenPacket(u, "udp", os.Getenv(envAddr)); err != nil {
 			return fail("ListenPacket", err)
 		}
+		mq.SetLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		pc, tr = mq, mq.Transport()
 		older = len(mq.Stats().Older) // only ever shrinks from here
 	} else {

@@ -1,3 +1,5 @@
+//go:build unix
+
 package quic_test
 
 import (
@@ -120,7 +122,7 @@ func TestHTTP3SurvivesUpgrades(t *testing.T) {
 	close(stop)
 	<-done
 	exits := s.stop()
-	t.Logf("%d upgrades: %s", n, r)
+	t.Logf("%d upgrades: %s\n%s", n, r, r.latencies())
 	if f := r.failures(); f != 0 {
 		t.Errorf("%d requests or dials failed", f)
 	}
@@ -167,7 +169,7 @@ func TestHTTP3Compare(t *testing.T) {
 		close(stop)
 		<-done
 		s.stop()
-		t.Logf("forwarding=%v, %d upgrades: %s", forward, *upgrades, r)
+		t.Logf("forwarding=%v, %d upgrades: %s\n%s", forward, *upgrades, r, r.latencies())
 		if forward && r.failures() != 0 {
 			t.Errorf("with forwarding, %d requests or dials failed", r.failures())
 		}

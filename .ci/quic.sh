@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The quic module (QUIC and HTTP/3 through upgrades), in its own module so
+# quic-go never enters molt's go.mod: vet, staticcheck and cross-compiles
+# of it, its tests under -race (HTTP/3 clients that never retry through 50
+# upgrades, a rollback, and ngtcp2's gtlsclient, Debian's ngtcp2-client,
+# through 20 upgrades), a short fuzz of its header parser, and the
+# side-by-side run with and without forwarding whose figures BENCHMARKS.md
+# reports (it fails only if a request with forwarding failed). About 6 min.
+# Installs ngtcp2-client with apt if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../quic"
+export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+if ! command -v gtlsclient >/dev/null; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists are refreshed only if the install fails without.
+  if ! $sudo apt-get install -y -qq ngtcp2-client; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq ngtcp2-client
+  fi
+fi
+
+go vet ./...
+staticcheck ./...
+for os in linux darwin freebsd openbsd netbsd windows; do
+  GOOS=$os GOARCH=amd64 go build ./...
+  GOOS=$os GOARCH=amd64 go vet ./... >/dev/null
+done
+MOLTQUIC_REQUIRE_OUTSIDE=1 go test -race -count=1 ./...
+go test -run='^$' -fuzz='^FuzzDestConnID$' -fuzztime=10s .
+go test -race -count=1 -run '^TestHTTP3Compare$' -quic.compare -quic.upgrades=50 -v . | grep -v '^=== RUN'
