@@ -235,6 +235,11 @@ func (u *Upgrader) Ready() error {
 		return ErrStopped
 	}
 	u.log.Info("molt: ready")
+	u.wg.Add(1)
+	go func() { // what the next upgrade needs, prepared off this hand-off's path
+		defer u.wg.Done()
+		warmProcessStart()
+	}()
 	if takeovers != nil {
 		u.wg.Add(1)
 		go u.serveTakeovers(takeovers)
