@@ -121,7 +121,7 @@ func New(opts Options) (*Upgrader, error) {
 			return nil, err
 		}
 		u.parent, u.generation, hello.entries = p, h.Generation, h.Entries
-		u.older.addParent(p.pid, h.Generation-1)
+		u.older.parentIs(p.pid, h.Generation-1)
 	case takeoverFrom != "":
 		p, h, err := connectTakeover(takeoverFrom, u.opts.readyTimeout())
 		switch {
@@ -238,6 +238,7 @@ func (u *Upgrader) Ready() error {
 	u.wg.Add(1)
 	go func() { // what the next upgrade needs, prepared off this hand-off's path
 		defer u.wg.Done()
+		u.older.identifyParent()
 		warmProcessStart()
 	}()
 	if takeovers != nil {
