@@ -20,8 +20,9 @@ import (
 // parent's own older generations that still run, the parent lists in a
 // PREDECESSORS frame before the ACK (only if there are any, so a
 // successor of an earlier molt release, which knows no such frame, is
-// upgraded as before while at most one generation drains). Upgrade counts those still running and
-// refuses, before anything starts, when there are MaxDraining of them.
+// upgraded as before while at most one generation drains). Upgrade
+// counts those still running and refuses, before anything starts, when
+// there are MaxDraining of them.
 // "Running" guards against reused PIDs: on Linux a process counts only
 // if its start time is the one recorded (procident_linux.go); elsewhere
 // kill(pid, 0) decides (procident_kill.go).
