@@ -6,3 +6,6 @@ package molt
 // the waiter then reaps at once, and a killed group's ID could in theory
 // have been reused in between.
 func waitExitedNoReap(pid int) bool { return false }
+
+// warmProcessStart has nothing to prepare here (see process_linux.go).
+func warmProcessStart() {}

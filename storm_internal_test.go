@@ -80,3 +80,49 @@ func TestOlderGenerations(t *testing.T) {
 		t.Errorf("running kept %d records, returned %d", len(reused.procs), len(got))
 	}
 }
+
+// TestOlderGenerationsParentLater: the parent New named is recorded when
+// it is first needed, after PREDECESSORS may have arrived, and still
+// comes after the older generations; a parent that is not this process's
+// parent (any more) is never recorded.
+func TestOlderGenerationsParentLater(t *testing.T) {
+	ppid := os.Getppid()
+	var o olderGenerations
+	o.parentIs(ppid, 4)
+	if len(o.procs) != 0 {
+		t.Fatalf("parentIs recorded %+v before anyone asked", o.procs)
+	}
+	// An older generation that runs: PID 1 stands in for one (unless
+	// it is the parent).
+	want := []int{ppid}
+	if ppid != 1 {
+		start, _ := processStart(1)
+		o.addOlder([]handoff.Process{{PID: 1, Start: start, Generation: 2}})
+		want = []int{1, ppid}
+	}
+	pids := func() []int {
+		var pids []int
+		for _, p := range o.running() {
+			pids = append(pids, p.PID)
+		}
+		return pids
+	}
+	if got := pids(); !slices.Equal(got, want) {
+		t.Fatalf("running = %v, want %v: the older generation, then the parent", got, want)
+	}
+	o.identifyParent() // once only
+	if got := pids(); !slices.Equal(got, want) {
+		t.Errorf("running after a second identifyParent = %v, want %v", got, want)
+	}
+
+	var notOurs olderGenerations
+	notOurs.parentIs(exited(t), 4)
+	notOurs.identifyParent()
+	if len(notOurs.procs) != 0 {
+		t.Errorf("a process that is not the parent was recorded: %+v", notOurs.procs)
+	}
+	var none olderGenerations // generation 1: no parent to identify
+	if got := none.running(); len(got) != 0 {
+		t.Errorf("running without a parent = %+v", got)
+	}
+}

@@ -123,7 +123,7 @@ func New(opts Options) (*Upgrader, error) {
 			return nil, err
 		}
 		u.parent, u.generation, hello.entries = p, h.Generation, h.Entries
-		u.older.addParent(p.pid, h.Generation-1)
+		u.older.parentIs(p.pid, h.Generation-1)
 	case takeoverFrom != "":
 		p, h, err := connectTakeover(takeoverFrom, u.opts.readyTimeout())
 		switch {
@@ -237,6 +237,12 @@ func (u *Upgrader) Ready() error {
 		return ErrStopped
 	}
 	u.log.Info("molt: ready")
+	u.wg.Add(1)
+	go func() { // what the next upgrade needs, prepared off this hand-off's path
+		defer u.wg.Done()
+		u.older.identifyParent()
+		warmProcessStart()
+	}()
 	if takeovers != nil {
 		u.wg.Add(1)
 		go u.serveTakeovers(takeovers)
