@@ -31,4 +31,4 @@ for os in linux darwin freebsd openbsd netbsd windows; do
 done
 MOLTQUIC_REQUIRE_OUTSIDE=1 go test -race -count=1 ./...
 go test -run='^$' -fuzz='^FuzzDestConnID$' -fuzztime=10s .
-go test -race -count=1 -run '^TestHTTP3Compare$' -quic.compare -quic.upgrades=50 -v . | grep -v '^=== RUN'
+go test -race -count=1 -timeout 30m -run '^TestHTTP3Compare$' -quic.compare -quic.upgrades=50 -quic.plain-upgrades=10 -v . | grep -v '^=== RUN'

@@ -49,6 +49,9 @@ type PacketConn struct {
 
 	deadline deadline
 
+	transportOnce sync.Once
+	transport     *quicgo.Transport
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	wg        sync.WaitGroup
@@ -169,19 +172,23 @@ func ListenPacket(u *molt.Upgrader, network, addr string) (*PacketConn, error) {
 // generations that share the socket at local.
 func channelBase(local net.Addr) string { return "molt/quic/" + local.String() + "/gen/" }
 
-// Transport returns a quic-go Transport on c, with the connection IDs, the
-// stateless-reset key and the token key of the service's generations.
-// Set its other fields before its first Listen or Dial; do not change
-// ConnectionIDGenerator, ConnectionIDLength, StatelessResetKey or
-// TokenGeneratorKey. Closing the Transport does not close c.
+// Transport returns the quic-go Transport on c (the same one on every
+// call), with the connection IDs, the stateless-reset key and the token key
+// of the service's generations. Set its other fields before its first
+// Listen or Dial; do not change Conn, ConnectionIDGenerator,
+// ConnectionIDLength, StatelessResetKey or TokenGeneratorKey. Closing the
+// Transport does not close c.
 func (c *PacketConn) Transport() *quicgo.Transport {
-	reset, token := c.keys.reset, c.keys.tokenGen
-	return &quicgo.Transport{
-		Conn:                  c,
-		ConnectionIDGenerator: &idGenerator{c: c.ids, gen: c.gen},
-		StatelessResetKey:     &reset,
-		TokenGeneratorKey:     &token,
-	}
+	c.transportOnce.Do(func() {
+		reset, token := c.keys.reset, c.keys.tokenGen
+		c.transport = &quicgo.Transport{
+			Conn:                  c,
+			ConnectionIDGenerator: &idGenerator{c: c.ids, gen: c.gen},
+			StatelessResetKey:     &reset,
+			TokenGeneratorKey:     &token,
+		}
+	})
+	return c.transport
 }
 
 // SetLogger sets where c logs what it drops and which older generations it

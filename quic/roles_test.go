@@ -93,6 +93,12 @@ func serverRole() int {
 		if pc, err = u.ListenPacket("udp", os.Getenv(envAddr)); err != nil {
 			return fail("ListenPacket", err)
 		}
+		// the same receive buffer as this package sets, for a fair comparison
+		if sc, ok := pc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<20) })
+			}
+		}
 		tr = &quicgo.Transport{Conn: pc}
 	}
 	ln, err := tr.ListenEarly(serverTLS(), &quicgo.Config{MaxIdleTimeout: time.Minute})
