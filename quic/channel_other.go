@@ -25,7 +25,7 @@ func (*inbox) close()                                         {}
 
 type olderGenerations struct{ log func() *slog.Logger }
 
-func claimOlder(*molt.Upgrader, string, uint32) (*olderGenerations, error) {
+func claimOlder(*molt.Upgrader, string, uint32, func() *slog.Logger) (*olderGenerations, error) {
 	return nil, molt.ErrNotSupported
 }
 

@@ -222,8 +222,8 @@ type channel struct {
 }
 
 // claimOlder claims the sending ends the previous generation handed on.
-func claimOlder(u *molt.Upgrader, base string, self uint32) (*olderGenerations, error) {
-	o := &olderGenerations{gens: make(map[uint32]*channel)}
+func claimOlder(u *molt.Upgrader, base string, self uint32, log func() *slog.Logger) (*olderGenerations, error) {
+	o := &olderGenerations{log: log, gens: make(map[uint32]*channel)}
 	if !u.HasParent() {
 		return o, nil
 	}

@@ -136,8 +136,7 @@ func ListenPacket(u *molt.Upgrader, network, addr string) (*PacketConn, error) {
 	c.SetLogger(nil)
 	c.deadline.init()
 	base := channelBase(udp.LocalAddr())
-	if c.older, err = claimOlder(u, base, c.gen); err == nil {
-		c.older.log = c.logger
+	if c.older, err = claimOlder(u, base, c.gen, c.logger); err == nil {
 		c.inbox, err = newInbox(u, base, c.gen)
 	}
 	if err != nil {

@@ -212,7 +212,7 @@ func client(id int, addr string, maxRequests int, deadline time.Time, stop <-cha
 		case strings.Contains(err.Error(), "H3_REQUEST_REJECTED"):
 			r.rejected++
 		default:
-			r.failed[fmt.Sprintf("%s on a connection to %s: %v", path, connKind(connGen), err)]++
+			r.failed[fmt.Sprintf("%s on %s: %v", path, connKind(connGen), err)]++
 		}
 		r.mu.Unlock()
 		if err != nil {
@@ -226,7 +226,7 @@ func connKind(gen uint64) string {
 	if gen == 0 {
 		return "a new connection"
 	}
-	return "generation " + strconv.FormatUint(gen, 10)
+	return "a connection to generation " + strconv.FormatUint(gen, 10)
 }
 
 // request sends one GET and reads the whole answer, which must name the

@@ -48,7 +48,7 @@ func TestHTTP3Rollback(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, n := range r.failed {
-		if strings.Contains(k, "generation 1:") {
+		if strings.Contains(k, "connection to generation 1:") {
 			t.Errorf("%d× %s", n, k)
 		}
 	}
