@@ -6,7 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/moltgo/molt/internal/proctest"
 )
@@ -19,16 +18,7 @@ import (
 // are served.
 func TestDrainingGenerationDies(t *testing.T) {
 	s := startService(t, true)
-	r := newLoadResult()
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(s.addr, 16, 1_000_000, time.Now().Add(5*time.Minute), stop, r)
-	}()
-	if !r.waitGen(1, 100, proctest.Patience) {
-		t.Fatalf("generation 1 answered no load: %s", r)
-	}
+	r, endLoad := s.load()
 	pid1 := s.pid
 	s.upgrade()
 	// before generation 1's GOAWAY (DrainHTTP3 settles first): its
@@ -43,8 +33,7 @@ func TestDrainingGenerationDies(t *testing.T) {
 	if !r.waitGen(2, before+200, proctest.Patience) {
 		t.Fatalf("generation 2 did not serve on: %s", r)
 	}
-	close(stop)
-	<-done
+	endLoad()
 	s.gen = 1 // generation 1 reports no exit
 	s.stop()
 	t.Logf("draining generation killed: %s", r)

@@ -91,5 +91,5 @@ func TestNoLeaks(t *testing.T) {
 	pc.Close() // again: nothing happens
 	u.Stop()
 	proctest.CheckGoroutines(t, "after Stop", goroutines)
-	proctest.CheckFDs(t, "after Stop", os.Getpid(), proctest.AllFDs, fds)
+	proctest.CheckFDsAtMost(t, "after Stop", os.Getpid(), proctest.AllFDs, fds) // at most: earlier tests' descriptors may close meanwhile
 }

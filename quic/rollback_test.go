@@ -5,7 +5,6 @@ package quic_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moltgo/molt/internal/proctest"
 )
@@ -18,16 +17,7 @@ import (
 // as with TCP.
 func TestHTTP3Rollback(t *testing.T) {
 	s := startService(t, true, envProb+"=1m", envCrash+"=2")
-	r := newLoadResult()
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(s.addr, 16, 1_000_000, time.Now().Add(5*time.Minute), stop, r)
-	}()
-	if !r.waitGen(1, 50, proctest.Patience) {
-		t.Fatalf("generation 1 answered no load: %s", r)
-	}
+	r, endLoad := s.load()
 	pid1 := s.pid
 	s.upgrade() // generation 2 is ready, and dies soon
 	failed := s.ev.Wait(t, "upgrade-failed")
@@ -41,8 +31,7 @@ func TestHTTP3Rollback(t *testing.T) {
 	if !r.waitGen(1, before+200, proctest.Patience) {
 		t.Fatalf("generation 1 did not serve again after the rollback: %s", r)
 	}
-	close(stop)
-	<-done
+	endLoad()
 	s.stop()
 	t.Logf("rollback under load: %s", r)
 	r.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,6 +70,45 @@ func (s *service) upgrade() {
 	}
 }
 
+// load starts the test load (16 HTTP/3 clients, at most 10 minutes) and
+// waits until generation 1 has answered some of it; end stops the clients
+// and waits for them.
+func (s *service) load() (r *loadResult, end func()) {
+	s.t.Helper()
+	r = newLoadResult()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runLoad(s.addr, 16, 1_000_000, time.Now().Add(10*time.Minute), stop, r)
+	}()
+	s.t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-done
+	})
+	if !r.waitGen(s.gen, 50, proctest.Patience) {
+		s.t.Fatalf("generation %d answered no load: %s", s.gen, r)
+	}
+	var once sync.Once
+	return r, func() { once.Do(func() { close(stop); <-done }) }
+}
+
+// upgradesUnder upgrades n times; each new generation answers 30 requests
+// of r's load before the next upgrade.
+func (s *service) upgradesUnder(r *loadResult, n int) {
+	s.t.Helper()
+	for range n {
+		s.upgrade()
+		if !r.waitGen(s.gen, 30, proctest.Patience) {
+			s.t.Fatalf("generation %d answered no load: %s", s.gen, r)
+		}
+	}
+}
+
 // stop ends the serving generation and collects every generation's exit;
 // a generation that reports an error fails the test.
 func (s *service) stop() []map[string]string {
@@ -111,25 +151,9 @@ func TestHTTP3SurvivesUpgrades(t *testing.T) {
 		n = 5
 	}
 	s := startService(t, true)
-	r := newLoadResult()
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(s.addr, 16, 1_000_000, time.Now().Add(10*time.Minute), stop, r)
-	}()
-	if !r.waitGen(1, 50, proctest.Patience) {
-		t.Fatalf("generation 1 answered no load: %s", r)
-	}
-	for range n {
-		s.upgrade()
-		// each generation serves some load before the next upgrade
-		if !r.waitGen(s.gen, 30, proctest.Patience) {
-			t.Fatalf("generation %d answered no load: %s", s.gen, r)
-		}
-	}
-	close(stop)
-	<-done
+	r, endLoad := s.load()
+	s.upgradesUnder(r, n)
+	endLoad()
 	exits := s.stop()
 	t.Logf("%d upgrades: %s\n%s", n, r, r.latencies())
 	if f := r.failures(); f != 0 {
@@ -166,24 +190,9 @@ func TestHTTP3Compare(t *testing.T) {
 			n = *plainUpgrades
 		}
 		s := startService(t, forward)
-		r := newLoadResult()
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runLoad(s.addr, 16, 1_000_000, time.Now().Add(10*time.Minute), stop, r)
-		}()
-		if !r.waitGen(1, 50, proctest.Patience) {
-			t.Fatalf("generation 1 answered no load: %s", r)
-		}
-		for range n {
-			s.upgrade()
-			if !r.waitGen(s.gen, 30, proctest.Patience) {
-				t.Fatalf("generation %d answered no load: %s", s.gen, r)
-			}
-		}
-		close(stop)
-		<-done
+		r, endLoad := s.load()
+		s.upgradesUnder(r, n)
+		endLoad()
 		// Without forwarding, old generations' drains end at their
 		// deadline: their clients' connections were lost, not closed.
 		stuck := 0
