@@ -33,11 +33,13 @@ const envRole = "MOLTQUIC_TEST_ROLE"
 
 // Settings of a server, in its environment (successors inherit them).
 const (
-	envAddr    = "MOLTQUIC_TEST_ADDR"      // the UDP address generation 1 binds
-	envForward = "MOLTQUIC_TEST_FORWARD"   // "1": this package; "0": molt's plain ListenPacket
-	envDrain   = "MOLTQUIC_TEST_DRAIN"     // how long a draining generation waits for its requests
-	envProb    = "MOLTQUIC_TEST_PROBATION" // Options.Probation
-	envCrash   = "MOLTQUIC_TEST_CRASH"     // the generation that exits 3 soon after its Ready
+	envAddr     = "MOLTQUIC_TEST_ADDR"      // the UDP address generation 1 binds
+	envForward  = "MOLTQUIC_TEST_FORWARD"   // "1": this package; "0": molt's plain ListenPacket
+	envDrain    = "MOLTQUIC_TEST_DRAIN"     // how long a draining generation waits for its requests
+	envProb     = "MOLTQUIC_TEST_PROBATION" // Options.Probation
+	envCrash    = "MOLTQUIC_TEST_CRASH"     // the generation that exits 3 soon after its Ready
+	envTakeover = "MOLTQUIC_TEST_TAKEOVER"  // Options.TakeoverSocket
+	envTake     = "MOLTQUIC_TEST_TAKE"      // "1": take over through it (Options.TakeoverFrom)
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +66,12 @@ func serverRole() int {
 		return 1
 	}
 	probation, _ := time.ParseDuration(os.Getenv(envProb))
-	u, err := molt.New(molt.Options{ReadyTimeout: time.Minute, MaxDraining: -1, Probation: probation})
+	opts := molt.Options{ReadyTimeout: time.Minute, MaxDraining: -1, Probation: probation,
+		TakeoverSocket: os.Getenv(envTakeover)}
+	if os.Getenv(envTake) == "1" {
+		opts.TakeoverFrom = opts.TakeoverSocket
+	}
+	u, err := molt.New(opts)
 	if err != nil {
 		return fail("New", err)
 	}

@@ -22,6 +22,8 @@ var upgrades = flag.Int("quic.upgrades", 50, "upgrades in TestHTTP3SurvivesUpgra
 type service struct {
 	t    *testing.T
 	ev   *proctest.Events
+	pw   *os.File // the event pipe's writing end, for the processes the test starts
+	env  []string
 	addr string
 	pid  int
 	gen  uint64
@@ -33,27 +35,59 @@ func startService(t *testing.T, forward bool, env ...string) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	f := "0"
 	if forward {
 		f = "1"
 	}
-	cmd.Env = append(os.Environ(), envRole+"=server", envAddr+"=127.0.0.1:0", envForward+"="+f, envDrain+"=20s",
-		"GORACE=halt_on_error=1") // a race in any generation ends it, and fails the test
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = pw, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go cmd.Wait() // generation 1; the later ones are its descendants
-	s := &service{t: t, ev: proctest.NewEvents(pr)}
+	s := &service{t: t, ev: proctest.NewEvents(pr), pw: pw,
+		env: append([]string{envRole + "=server", envAddr + "=127.0.0.1:0", envForward + "=" + f, envDrain + "=20s",
+			"GORACE=halt_on_error=1"}, env...)} // a race in any generation ends it, and fails the test
 	t.Cleanup(s.ev.KillAll)
+	s.start()
+	if !s.takeovers() {
+		pw.Close() // the later generations are generation 1's descendants, and hold it
+	} else {
+		t.Cleanup(func() { pw.Close() })
+	}
 	ready := s.ev.Wait(t, "ready")
 	s.addr = ready["addr"]
 	s.pid, _ = strconv.Atoi(ready["pid"])
 	s.gen = 1
 	return s
+}
+
+// start starts a process of the server role, with extra environment.
+func (s *service) start(env ...string) {
+	s.t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), s.env...), env...)
+	cmd.Stdout, cmd.Stderr = s.pw, os.Stderr
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	go cmd.Wait()
+}
+
+func (s *service) takeovers() bool {
+	for _, e := range s.env {
+		if strings.HasPrefix(e, envTakeover+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// takeover starts a process that takes the service over from the serving
+// generation, through the takeover socket, and waits until it serves.
+func (s *service) takeover() {
+	s.t.Helper()
+	s.start(envTake + "=1")
+	ready := s.ev.Wait(s.t, "ready")
+	s.pid, _ = strconv.Atoi(ready["pid"])
+	s.gen++
+	if g, _ := strconv.ParseUint(ready["gen"], 10, 64); g != s.gen {
+		s.t.Fatalf("generation %d is ready, want %d", g, s.gen)
+	}
 }
 
 // upgrade makes the serving generation upgrade, and waits for its successor.
