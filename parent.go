@@ -261,6 +261,10 @@ func (u *Upgrader) acknowledge(s *process, probation bool) error {
 	if err == nil {
 		return nil
 	}
+	// Read the shared packet sockets again before the successor is
+	// waited for and killed (up to exitGrace): it has not taken the ACK,
+	// so it does not read them.
+	u.yields.resume()
 	return s.fail(StageInit, fmt.Errorf("molt: successor did not take the ACK after READY: %w", err), exitGrace, true)
 }
 

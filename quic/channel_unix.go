@@ -132,6 +132,7 @@ func socketPair() (recv, send *net.UnixConn, err error) {
 // connections once a successor reads the shared socket.
 type inbox struct {
 	recv *net.UnixConn
+	send net.PacketConn // molt's handle of the sending end: its Close releases the entry
 }
 
 func newInbox(u *molt.Upgrader, base string, gen uint32) (*inbox, error) {
@@ -139,12 +140,13 @@ func newInbox(u *molt.Upgrader, base string, gen uint32) (*inbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := reserved.AddPacketConn(u, base+strconv.FormatUint(uint64(gen), 10), send); err != nil {
+	h, err := reserved.AddPacketConn(u, base+strconv.FormatUint(uint64(gen), 10), send)
+	if err != nil {
 		recv.Close()
 		send.Close()
 		return nil, fmt.Errorf("molt/quic: %w", err)
 	}
-	return &inbox{recv: recv}, nil
+	return &inbox{recv: recv, send: h}, nil
 }
 
 // read delivers what successors forward, until the inbox is closed.
@@ -157,19 +159,22 @@ func (in *inbox) read(c *PacketConn) {
 		n, _, _, _, err := unixRecv(in.recv, h[:], b)
 		if err != nil {
 			bufPool.Put(bp)
-			if errors.Is(err, net.ErrClosed) {
-				return
+			if !errors.Is(err, net.ErrClosed) {
+				// Closing the inbox tells the successors (their sends
+				// fail), which stop forwarding: the clients then get
+				// stateless resets instead of silence.
+				c.logger().Error("molt/quic: reading forwarded datagrams; closing the inbox", "err", err)
+				in.recv.Close()
 			}
-			c.logger().Warn("molt/quic: reading forwarded datagrams", "err", err)
 			return
 		}
 		from, ok := parseHeader(h[:])
-		if !ok || n == 0 {
+		if !ok || n <= 0 {
 			bufPool.Put(bp)
 			continue
 		}
 		c.stats.fromSuccessor.Add(1)
-		if !c.deliver(b[:n], from) {
+		if !c.deliver(bp, n, from) {
 			bufPool.Put(bp)
 		}
 	}
@@ -178,6 +183,7 @@ func (in *inbox) read(c *PacketConn) {
 func (in *inbox) close() {
 	if in != nil {
 		in.recv.Close()
+		in.send.Close()
 	}
 }
 
@@ -311,7 +317,7 @@ func (o *olderGenerations) forward(g uint32, b []byte, from netip.AddrPort) forw
 	putHeader(&h, from)
 	var serr error
 	err := ch.raw.Write(func(fd uintptr) bool {
-		_, serr = unix.SendmsgBuffers(int(fd), [][]byte{h[:], b}, nil, nil, unix.MSG_DONTWAIT)
+		_, serr = unix.SendmsgBuffers(int(fd), [][]byte{h[:], b}, nil, nil, unix.MSG_DONTWAIT|msgNoSignal)
 		return true // never wait: a full channel drops, as a full socket buffer does
 	})
 	switch {

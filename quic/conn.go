@@ -45,7 +45,7 @@ type PacketConn struct {
 	mu     sync.Mutex
 	cond   sync.Cond // signalled when mode or parked changes
 	mode   readMode
-	parked bool // the socket reader waits for mode to become reading
+	inRead bool // the socket reader is in a read of the shared socket
 
 	deadline deadline
 
@@ -100,6 +100,16 @@ func ListenPacket(u *molt.Upgrader, network, addr string) (*PacketConn, error) {
 	}
 	if err := supported(); err != nil {
 		return nil, err
+	}
+	if reserved.OnYield == nil {
+		return nil, errors.New("molt/quic: this molt has no yield hooks: use the molt of this module's go.mod")
+	}
+	switch st := u.State(); st {
+	case molt.StateStarting, molt.StateReady:
+	default:
+		// Upgrading or later: this generation may have yielded the socket
+		// already, and must not become a second reader.
+		return nil, fmt.Errorf("molt/quic: ListenPacket in state %s (call it before Ready, or while serving)", st)
 	}
 	k, err := loadKeys(u)
 	if err != nil {
@@ -222,6 +232,10 @@ func (c *PacketConn) readSocket(started <-chan struct{}) {
 			return
 		}
 		n, addr, err := c.udp.ReadFromUDPAddrPort(*bp)
+		c.mu.Lock()
+		c.inRead = false
+		c.cond.Broadcast()
+		c.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue // a yield (or Close): awaitReading says which
@@ -233,33 +247,32 @@ func (c *PacketConn) readSocket(started <-chan struct{}) {
 			continue
 		}
 		c.stats.received.Add(1)
-		if c.route((*bp)[:n], addr) {
+		if c.route(bp, n, addr) {
 			bp = bufPool.Get().(*[]byte) // the old one went to quic-go
 		}
 	}
 }
 
 // awaitReading waits while another generation reads the socket, and
-// reports false once c is closed.
+// reports false once c is closed; on true, a read may start (inRead).
 func (c *PacketConn) awaitReading() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.mode == modeYielded {
-		c.parked = true
-		c.cond.Broadcast()
 		c.cond.Wait()
 	}
-	c.parked = false
-	return c.mode != modeClosed
+	c.inRead = c.mode != modeClosed
+	return c.inRead
 }
 
-// route hands b, read from the shared socket, to the generation that
-// issued its destination connection ID: forwarded to an older one that
-// still runs, or delivered to this one (its own, the client's first
-// choice for a new connection, and anything no living generation owns,
-// which quic-go answers as QUIC says: a stateless reset for a short
-// header). It reports whether b's buffer now belongs to quic-go.
-func (c *PacketConn) route(b []byte, from netip.AddrPort) (delivered bool) {
+// route hands the n bytes in *bp, read from the shared socket, to the
+// generation that issued their destination connection ID: forwarded to
+// an older one that still runs, or delivered to this one (its own, the
+// client's first choice for a new connection, and anything no living
+// generation owns, which quic-go answers as QUIC says: a stateless reset
+// for a short header). It reports whether *bp now belongs to quic-go.
+func (c *PacketConn) route(bp *[]byte, n int, from netip.AddrPort) (delivered bool) {
+	b := (*bp)[:n]
 	if id := destConnID(b); id != nil {
 		if g, ok := c.ids.open(id); ok && g != c.gen {
 			switch c.older.forward(g, b, from) {
@@ -270,10 +283,10 @@ func (c *PacketConn) route(b []byte, from netip.AddrPort) (delivered bool) {
 				c.stats.forwardDropped.Add(1)
 				return false
 			}
-			b = padForReset(b)
+			n = len(padForReset(b))
 		}
 	}
-	return c.deliver(b, from)
+	return c.deliver(bp, n, from)
 }
 
 // resetTrigger is the size up to which padForReset pads: above quic-go's
@@ -300,12 +313,14 @@ func padForReset(b []byte) []byte {
 	return b
 }
 
-// deliver queues b for quic-go; b must be the start of a pooled buffer.
-func (c *PacketConn) deliver(b []byte, from netip.AddrPort) bool {
-	full := b[:cap(b)]
-	bp := &full
+// deliver queues the n bytes in *bp for quic-go, waiting while its queue
+// is full: the kernel's buffers hold what arrives meanwhile (a successor's
+// send finds the channel full and drops). A yield does not wait for it
+// (only for a read under way), so a Transport that stopped reading cannot
+// hold an upgrade up. It reports whether *bp now belongs to quic-go.
+func (c *PacketConn) deliver(bp *[]byte, n int, from netip.AddrPort) bool {
 	select {
-	case c.in <- packet{buf: bp, n: len(b), addr: from}:
+	case c.in <- packet{buf: bp, n: n, addr: from}:
 		return true
 	case <-c.closed:
 		return false
@@ -325,7 +340,7 @@ func (c *PacketConn) yield() {
 	}
 	c.mode = modeYielded
 	c.udp.SetReadDeadline(time.Unix(1, 0)) // wakes a read under way
-	for !c.parked && c.mode == modeYielded {
+	for c.inRead {
 		c.cond.Wait()
 	}
 }
@@ -399,15 +414,17 @@ func (c *PacketConn) SetWriteDeadline(t time.Time) error { return c.udp.SetWrite
 // done: older generations' datagrams reach it through it until then.
 func (c *PacketConn) Close() error {
 	c.closeOnce.Do(func() {
-		for _, f := range c.unhook {
-			f()
-		}
+		// Closed first: a yield under way (it holds the hooks' lock,
+		// which the unhooking takes) sees it and returns.
 		c.mu.Lock()
 		c.mode = modeClosed
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		close(c.closed)
 		c.udp.SetReadDeadline(time.Unix(1, 0))
+		for _, f := range c.unhook {
+			f()
+		}
 		c.inbox.close()
 		c.wg.Wait()
 		c.older.close()

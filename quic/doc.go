@@ -34,7 +34,7 @@
 //
 // A service uses it in every generation, before Ready:
 //
-//	pc, err := moltquic.ListenPacket(upg, "udp", ":443")
+//	pc, err := moltquic.ListenPacket(upg, "udp", "192.0.2.1:443") // a specific address: see Limits
 //	tr := pc.Transport()                 // a *quic.Transport; set more fields before use
 //	ln, err := tr.ListenEarly(tlsConf, quicConf)
 //	srv := &http3.Server{Handler: h}
@@ -76,9 +76,19 @@
 //     of after their idle timeout.
 //   - A full channel (4 MiB, capped by net.core.wmem_max) drops the
 //     datagram, as a congested path would; QUIC sends it again.
-//   - The successor's Transport reads through this package, not from a
-//     *net.UDPConn: quic-go does not batch reads (recvmmsg) or read ECN
-//     bits on it. Sends are the same as without it.
+//   - quic-go's Transport uses the socket through this package, not as a
+//     *net.UDPConn, so it runs without its UDP optimisations: no batched
+//     reads (recvmmsg), no ECN, no segmentation offload (GSO) on sends,
+//     and no IP_PKTINFO. Without IP_PKTINFO, a socket bound to a wildcard
+//     address (":443") on a host with several addresses may answer from
+//     another address than the client sent to, which breaks the
+//     connection: bind each address the service serves.
+//   - Exactly one generation reads the socket, except for two short
+//     windows: a successor that failed after its parent yielded (it took
+//     no ACK) is killed after its parent reads again, and a successor on
+//     probation that asks to be rolled back reads until it is killed. A
+//     successor that hangs without taking the ACK leaves the socket unread
+//     for up to 5 s before it is killed; the kernel buffers what arrives.
 //   - Every generation of the service must use this package for the
 //     socket; one that does not issues untagged IDs, and its connections
 //     are lost at its upgrade, as without it.

@@ -21,3 +21,7 @@ func seqpacketPair() ([2]int, error) {
 	}
 	return fds, err
 }
+
+// msgNoSignal: not every BSD has MSG_NOSIGNAL; the Go runtime ignores the
+// SIGPIPE of a send on a socket.
+const msgNoSignal = 0

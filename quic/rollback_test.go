@@ -32,7 +32,12 @@ func TestHTTP3Rollback(t *testing.T) {
 		t.Fatalf("generation 1 did not serve again after the rollback: %s", r)
 	}
 	endLoad()
-	s.stop()
+	exits := s.stop()
+	// generation 1's connections lived through the probation on what the
+	// successor forwarded
+	if from, _ := sum(exits, "from_successor"); from == 0 {
+		t.Error("generation 1 received nothing from its successor during the probation")
+	}
 	t.Logf("rollback under load: %s", r)
 	r.mu.Lock()
 	defer r.mu.Unlock()
