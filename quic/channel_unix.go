@@ -152,11 +152,16 @@ func newInbox(u *molt.Upgrader, base string, gen uint32) (*inbox, error) {
 // read delivers what successors forward, until the inbox is closed.
 func (in *inbox) read(c *PacketConn) {
 	defer c.wg.Done()
+	rc, err := in.recv.SyscallConn()
+	if err != nil {
+		c.logger().Error("molt/quic: the inbox has no descriptor", "err", err)
+		return
+	}
 	for {
 		bp := bufPool.Get().(*[]byte)
 		b := *bp
 		var h [headerLen]byte // one message: the header into h, the datagram into b
-		n, _, _, _, err := unixRecv(in.recv, h[:], b)
+		n, err := unixRecv(rc, h[:], b)
 		if err != nil {
 			bufPool.Put(bp)
 			if !errors.Is(err, net.ErrClosed) {
@@ -187,28 +192,25 @@ func (in *inbox) close() {
 	}
 }
 
-// unixRecv reads one message into h, then b (a scatter read).
-func unixRecv(c *net.UnixConn, h, b []byte) (n int, oobn, flags int, from unix.Sockaddr, err error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, 0, 0, nil, err
-	}
+// unixRecv reads one message from rc into h, then b (a scatter read), and
+// returns the length of its part in b.
+func unixRecv(rc syscall.RawConn, h, b []byte) (int, error) {
 	var total int
 	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
+	err := rc.Read(func(fd uintptr) bool {
 		total, _, _, _, rerr = unix.RecvmsgBuffers(int(fd), [][]byte{h, b}, nil, 0)
 		return rerr != unix.EAGAIN
 	})
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return 0, err
 	}
 	if rerr != nil {
-		return 0, 0, 0, nil, os.NewSyscallError("recvmsg", rerr)
+		return 0, os.NewSyscallError("recvmsg", rerr)
 	}
 	if total == 0 {
-		return 0, 0, 0, nil, net.ErrClosed // the pair's other end closed: every holder is gone
+		return 0, net.ErrClosed // every sending end closed
 	}
-	return total - len(h), 0, 0, nil, nil
+	return total - len(h), nil
 }
 
 // olderGenerations are the channels to the older generations that still
