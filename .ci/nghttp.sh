@@ -8,19 +8,11 @@
 # then the same through 5 takeovers (each generation a new process that
 # takes over through the takeover socket). About 15 s. Installs nghttp2-client with apt if it is missing.
 set -euo pipefail
+. "$(dirname "$0")/need.sh" # before the cd: $0 may be relative
 cd "$(dirname "$0")/../bench"
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 
-if ! command -v nghttp >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only if the install fails without.
-  if ! $sudo apt-get install -y -qq nghttp2-client; then
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq nghttp2-client
-  fi
-fi
+need nghttp:nghttp2-client
 nghttp --version
 
 bin=$(mktemp -d)

@@ -8,20 +8,12 @@
 # reports (it fails only if a request with forwarding failed). About 6 min.
 # Installs ngtcp2-client with apt if it is missing.
 set -euo pipefail
+. "$(dirname "$0")/need.sh" # before the cd: $0 may be relative
 cd "$(dirname "$0")/../quic"
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 export PATH="$(go env GOPATH)/bin:$PATH"
 
-if ! command -v gtlsclient >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only if the install fails without.
-  if ! $sudo apt-get install -y -qq ngtcp2-client; then
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq ngtcp2-client
-  fi
-fi
+need gtlsclient:ngtcp2-client
 
 go vet ./...
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2

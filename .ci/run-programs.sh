@@ -13,6 +13,7 @@
 # Installs gunicorn, wrk, python3 and curl with apt-get if missing (run it
 # as root, or with sudo available); idempotent. Needs Go to build molt.
 set -euo pipefail
+. "$(dirname "$0")/need.sh" # before the cd: $0 may be relative
 cd "$(dirname "$0")/.."
 UPGRADES=${UPGRADES:-50}
 # A stop/start fails requests by the thousand while wrk retries refused
@@ -22,21 +23,7 @@ RESTARTS=${RESTARTS:-5}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-2}
 
-need=()
-command -v gunicorn >/dev/null || need+=(gunicorn)
-command -v wrk >/dev/null || need+=(wrk)
-command -v python3 >/dev/null || need+=(python3)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only if the install fails without.
-  if ! $sudo apt-get install -y -qq "${need[@]}"; then
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${need[@]}"
-  fi
-fi
+need gunicorn:gunicorn wrk:wrk python3:python3 curl:curl
 
 work=$(mktemp -d)
 pids=()
