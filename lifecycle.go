@@ -183,11 +183,8 @@ type lifecycle struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 
-	obsMu     sync.Mutex // held while observers are called
-	observers []*observer
+	observers hooks[func(Event)] // Observe's
 }
-
-type observer struct{ fn func(Event) }
 
 func newLifecycle(pid int) *lifecycle {
 	lc := &lifecycle{
@@ -297,31 +294,12 @@ func (u *Upgrader) Observe(fn func(Event)) (remove func()) {
 	return u.lc.observe(fn)
 }
 
-func (lc *lifecycle) observe(fn func(Event)) (remove func()) {
-	lc.obsMu.Lock()
-	defer lc.obsMu.Unlock()
-	o := &observer{fn: fn}
-	lc.observers = append(lc.observers, o)
-	return func() {
-		lc.obsMu.Lock()
-		defer lc.obsMu.Unlock()
-		for i, x := range lc.observers {
-			if x == o {
-				lc.observers = append(lc.observers[:i:i], lc.observers[i+1:]...)
-				return
-			}
-		}
-	}
-}
+func (lc *lifecycle) observe(fn func(Event)) (remove func()) { return lc.observers.add(fn) }
 
-// emit delivers e to the observers registered now. It holds obsMu while it
-// calls them, so a removed observer is never called afterwards.
+// emit delivers e to the observers registered now. It holds their lock
+// while it calls them, so a removed observer is never called afterwards.
 func (lc *lifecycle) emit(e Event) {
-	lc.obsMu.Lock()
-	defer lc.obsMu.Unlock()
-	for _, o := range lc.observers {
-		o.fn(e)
-	}
+	lc.observers.run(func(fn func(Event)) { fn(e) })
 }
 
 func isDone(c <-chan struct{}) bool {

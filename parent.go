@@ -202,38 +202,17 @@ func (u *Upgrader) beginUpgrade(start time.Time) ([]*entry, error) {
 // function (hooks run under the lock those take). The returned function
 // removes fn; after it returns, fn is not called again.
 func (u *Upgrader) OnCommit(fn func(ctx context.Context, successorPID int)) (remove func()) {
-	u.commitMu.Lock()
-	defer u.commitMu.Unlock()
-	h := &commitHook{fn: fn}
-	u.commitHooks = append(u.commitHooks, h)
-	return func() {
-		u.commitMu.Lock()
-		defer u.commitMu.Unlock()
-		for i, x := range u.commitHooks {
-			if x == h {
-				u.commitHooks = append(u.commitHooks[:i:i], u.commitHooks[i+1:]...)
-				return
-			}
-		}
-	}
-}
-
-type commitHook struct {
-	fn func(context.Context, int)
+	return u.commitHooks.add(fn)
 }
 
 // commit runs the commit hooks for successor s.
 func (u *Upgrader) commit(s *process) {
-	u.commitMu.Lock()
-	defer u.commitMu.Unlock()
-	if len(u.commitHooks) == 0 {
+	if u.commitHooks.empty() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	for _, h := range u.commitHooks {
-		h.fn(ctx, s.pid())
-	}
+	u.commitHooks.run(func(fn func(context.Context, int)) { fn(ctx, s.pid()) })
 }
 
 // acknowledge sends the ACK that ends the successor's Ready (after

@@ -49,8 +49,7 @@ type Upgrader struct {
 
 	report *takeoverReport // the outcome for `molt takeover`; nil unless it started this process
 
-	commitMu    sync.Mutex // protects commitHooks; held while they run
-	commitHooks []*commitHook
+	commitHooks hooks[func(context.Context, int)] // OnCommit's
 
 	older olderGenerations // older generations that may still run (storm.go)
 

@@ -15,28 +15,15 @@ import "sync"
 // molt's own.
 
 type yieldHooks struct {
-	mu      sync.Mutex // held while hooks run
-	hooks   []*yieldHook
-	yielded bool // yield ran, and resume has not
+	mu      sync.Mutex // serialises yield and resume
+	yielded bool       // yield ran, and resume has not
+	list    hooks[yieldHook]
 }
 
 type yieldHook struct{ yield, resume func() }
 
 func (y *yieldHooks) add(yield, resume func()) (remove func()) {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	h := &yieldHook{yield, resume}
-	y.hooks = append(y.hooks, h)
-	return func() {
-		y.mu.Lock()
-		defer y.mu.Unlock()
-		for i, x := range y.hooks {
-			if x == h {
-				y.hooks = append(y.hooks[:i:i], y.hooks[i+1:]...)
-				return
-			}
-		}
-	}
+	return y.list.add(yieldHook{yield, resume})
 }
 
 // yield runs every hook's yield, in order.
@@ -44,9 +31,7 @@ func (y *yieldHooks) yield() {
 	y.mu.Lock()
 	defer y.mu.Unlock()
 	y.yielded = true
-	for _, h := range y.hooks {
-		h.yield()
-	}
+	y.list.run(func(h yieldHook) { h.yield() })
 }
 
 // resume runs every hook's resume if yield ran since the last resume.
@@ -57,7 +42,5 @@ func (y *yieldHooks) resume() {
 		return
 	}
 	y.yielded = false
-	for _, h := range y.hooks {
-		h.resume()
-	}
+	y.list.run(func(h yieldHook) { h.resume() })
 }
