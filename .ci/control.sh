@@ -22,4 +22,4 @@ step "examples/prometheus: vet, build, test"
 )
 
 step "fuzz the control request decoder (short)"
-go test -run='^$' -fuzz='^FuzzDecodeRequest$' -fuzztime=10s ./control
+go test -run='^$' -fuzz='^FuzzDecodeRequest$' -fuzztime=20000x ./control

@@ -23,5 +23,5 @@ for os in linux darwin freebsd openbsd netbsd windows; do
   GOOS=$os GOARCH=amd64 go vet ./... >/dev/null
 done
 MOLTQUIC_REQUIRE_OUTSIDE=1 go test -race -count=1 ./...
-go test -run='^$' -fuzz='^FuzzDestConnID$' -fuzztime=10s .
+go test -run='^$' -fuzz='^FuzzDestConnID$' -fuzztime=20000x .
 go test -race -count=1 -timeout 30m -run '^TestHTTP3Compare$' -quic.compare -quic.upgrades=50 -quic.plain-upgrades=10 -v . | grep -v '^=== RUN'
