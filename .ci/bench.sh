@@ -9,15 +9,20 @@
 #     upgrade failed or any process was left behind (the other systems'
 #     failed requests are what the comparison measures);
 #  2. the molt-only drain benchmark with every kind of client, Go's HTTP/2
-#     client, the counting HTTP/2 clients and streams included (about
-#     15 s), failing on any failed request;
+#     client, the counting HTTP/2 clients and streams included, then two
+#     outside clients that never retry: wrk (keep-alive, then
+#     Connection: close) through upgrades of a fresh server, and h2load
+#     through 3 upgrades (about 45 s), failing on any failed request or
+#     any wrk socket error or non-2xx answer;
 #  3. the soak, shortened to 50 upgrades (and 25 failed ones) under load
 #     (about 10 s): fails on any failed request, or if the serving
 #     process's descriptors, goroutines or RSS do not return to baseline;
 #  4. the hand-off micro-benchmarks, once each (-benchtime 1x), so that
 #     they keep working.
-# wrk is not used here; the full runs are in BENCHMARKS.md.
+# The full runs are in BENCHMARKS.md. Installs wrk and nghttp2-client (for
+# h2load) with apt if they are missing.
 set -euo pipefail
+. "$(dirname "$0")/need.sh" # before the cd: $0 may be relative
 cd "$(dirname "$0")/../bench"
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 
@@ -30,11 +35,15 @@ if command -v staticcheck >/dev/null; then staticcheck ./...; fi
 for os in darwin freebsd windows; do GOOS=$os go vet ./... >/dev/null; done
 go test ./...
 
+need wrk:wrk h2load:nghttp2-client
+wrk --version || true # wrk prints its version with a usage error
+
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/drainbench" ./cmd/drainbench
 "$bin/drainbench" -compare -upgrades 5 -clients 16 -interval 500ms -steady 1s -duration 30s -timeout 5m \
   -chart "$bin/compare.png"
-"$bin/drainbench" -upgrades 10 -clients 16 -streams 4 -steady 2s -wrk=false -duration 1m -timeout 2m
+"$bin/drainbench" -upgrades 10 -clients 16 -streams 4 -steady 2s -duration 1m \
+  -wrk -wrk-duration 5s -h2load 3 -timeout 3m
 go run ./cmd/soak -upgrades 50
 go test -run '^$' -bench . -benchtime 1x ./handoff
