@@ -12,8 +12,10 @@
 #     client, the counting HTTP/2 clients and streams included, then two
 #     outside clients that never retry: wrk (keep-alive, then
 #     Connection: close) through upgrades of a fresh server, and h2load
-#     through 3 upgrades (about 45 s), failing on any failed request or
-#     any wrk socket error or non-2xx answer;
+#     through 3 upgrades (about 30 s), failing on any failed request or
+#     any wrk socket error or non-2xx answer; then all of it again with
+#     molt upgraded by takeovers (-takeover: each generation a process
+#     the driver starts, which takes over through the takeover socket);
 #  3. the soak, shortened to 50 upgrades (and 25 failed ones) under load
 #     (about 10 s): fails on any failed request, or if the serving
 #     process's descriptors, goroutines or RSS do not return to baseline;
@@ -36,14 +38,16 @@ for os in darwin freebsd windows; do GOOS=$os go vet ./... >/dev/null; done
 go test ./...
 
 need wrk:wrk h2load:nghttp2-client
-wrk --version || true # wrk prints its version with a usage error
+wrk -v 2>&1 | head -1 || true # wrk prints its version, then its usage
 
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/drainbench" ./cmd/drainbench
 "$bin/drainbench" -compare -upgrades 5 -clients 16 -interval 500ms -steady 1s -duration 30s -timeout 5m \
   -chart "$bin/compare.png"
-"$bin/drainbench" -upgrades 10 -clients 16 -streams 4 -steady 2s -duration 1m \
-  -wrk -wrk-duration 5s -h2load 3 -timeout 3m
+for how in "" -takeover; do
+  "$bin/drainbench" $how -upgrades 10 -clients 16 -streams 4 -steady 2s -duration 1m \
+    -wrk -wrk-duration 5s -h2load 3 -timeout 5m
+done
 go run ./cmd/soak -upgrades 50
 go test -run '^$' -bench . -benchtime 1x ./handoff

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"syscall"
@@ -42,6 +43,7 @@ type chain struct {
 	first  int         // generation 1's PID
 	cur    serverEvent // the ready event of the generation serving now
 	old    int         // the PID of the generation replaced last (0: none)
+	dir    string      // the takeover socket's directory, removed at stop (takeover only)
 }
 
 // upgradeResult is one upgrade the driver asked for.
@@ -72,6 +74,14 @@ func startChain(ctx context.Context, r *reap.Reaper, sys system, tlsEnv []string
 	c := &chain{sys: sys, reaper: r, events: eventlog.New(eventName), out: pw}
 	c.env = append(os.Environ(), envRole+"=server", envSystem+"="+sys.name)
 	c.env = append(c.env, tlsEnv...)
+	if sys.takeover {
+		if c.dir, err = os.MkdirTemp("", "drainbench"); err != nil {
+			pr.Close()
+			pw.Close()
+			return nil, err
+		}
+		c.env = append(c.env, envTakeover+"="+filepath.Join(c.dir, "takeover.sock"))
+	}
 	if sys.fixedAddr {
 		fixed := []string{envAddr}
 		if len(tlsEnv) > 0 {
@@ -178,6 +188,9 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 		}
 		next, failed := readyOf(from.Gen+1), failedUpgradeOf(from.Gen)
 		e, _, err = c.events.Wait(wctx, 0, func(e serverEvent) bool { return next(e) || failed(e) })
+	case c.sys.takeover:
+		// The old generation ends by itself once the taker is ready.
+		e, err = c.startNext(wctx, from.Gen+1)
 	case c.sys.stopFirst:
 		if err := c.reaper.Signal(from.PID, syscall.SIGTERM); err != nil {
 			res.err = fmt.Sprintf("SIGTERM to generation %d (pid %d): %v", from.Gen, from.PID, err)
@@ -210,7 +223,7 @@ func (c *chain) upgrade(ctx context.Context, n int, mark func()) upgradeResult {
 		if aerr == nil {
 			res.firstAccept = time.Unix(0, a.UnixNS).Sub(res.trigger)
 		}
-		if e.Marks != nil { // molt, tableflip: the old generation reports right after
+		if e.Marks != nil && !c.sys.takeover { // molt, tableflip: the old generation reports right after (a taken-over one calls no Upgrade)
 			uctx, ucancel := context.WithTimeout(ctx, acceptWait)
 			u, _, uerr := c.events.Wait(uctx, 0, func(u serverEvent) bool { return u.Event == "upgrade" && u.PID == from.PID && u.OK })
 			ucancel()
@@ -267,6 +280,9 @@ func (c *chain) stop() chainEnd {
 		end.problems = append(end.problems, fmt.Sprintf("SIGTERM to pid %d: %v", pid, err))
 	}
 	c.closeOut() // no process is started any more
+	if c.dir != "" {
+		defer os.RemoveAll(c.dir)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 	defer cancel()
 	if !c.reaper.WaitAllGone(ctx) {

@@ -74,6 +74,11 @@
 // server, keep-alive and with "Connection: close", while upgrading it every
 // -interval, and reports wrk's "Socket errors" and "Non-2xx" lines.
 //
+// With -takeover, molt is upgraded by takeovers instead of SIGHUP, in
+// every phase: the driver starts each new process, which takes over
+// through the serving generation's takeover socket (Options.TakeoverSocket
+// and TakeoverFrom), and the old generation drains and exits by itself.
+//
 // On Linux the driver is a child subreaper: every generation ends up as
 // its child when its parent exits, and is reaped by it. At the end the
 // driver stops the last generation with SIGTERM, waits for every process to
@@ -86,7 +91,7 @@
 //
 //	go run ./cmd/drainbench [-upgrades 100] [-clients 64] [-streams 10] \
 //	    [-interval 500ms] [-steady 5s] [-duration 3m] [-timeout 6m] \
-//	    [-wrk] [-wrk-duration 10s] [-out results.md]
+//	    [-wrk] [-wrk-duration 10s] [-h2load 0] [-takeover] [-out results.md]
 //	go run ./cmd/drainbench -compare [-chart compare.svg] [-out compare.md]
 package main
 
@@ -116,6 +121,7 @@ type config struct {
 	duration    time.Duration
 	timeout     time.Duration
 	wrk         bool
+	takeover    bool // molt is upgraded by takeovers (system.byTakeover)
 	wrkDuration time.Duration
 	h2loadRuns  int // h2load runs per system; 0: no h2load phase
 	out         string
@@ -160,6 +166,7 @@ func main() {
 	flag.BoolVar(&cfg.wrk, "wrk", true, "also run wrk(1) against a fresh server while it upgrades, if wrk is installed")
 	flag.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run")
 	flag.IntVar(&cfg.h2loadRuns, "h2load", 0, "also run h2load (nghttp2-client) this many times against each system, one upgrade per run, if h2load is installed")
+	flag.BoolVar(&cfg.takeover, "takeover", false, "upgrade molt by takeovers: the driver starts each new process, which takes over through the serving one's takeover socket, instead of sending SIGHUP")
 	flag.StringVar(&cfg.out, "out", "", "write the results as Markdown to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -173,6 +180,13 @@ func main() {
 	var err error
 	if cfg.systems, err = parseSystems(systemList); err == nil {
 		cfg.kinds, err = parseKinds(kindList)
+	}
+	if cfg.takeover {
+		for i, s := range cfg.systems {
+			if s.name == "molt" {
+				cfg.systems[i] = s.byTakeover()
+			}
+		}
 	}
 	if err == nil {
 		err = cfg.check()

@@ -176,7 +176,8 @@ func runMoltServer() int {
 		With("pid", os.Getpid())
 	// Upgrades come every -interval, faster than the ~2 s streams drain:
 	// no storm guard, so that every system is upgraded as often.
-	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout, MaxDraining: -1})
+	upg, err := molt.New(molt.Options{Logger: logger, ReadyTimeout: serverReadyTimeout, MaxDraining: -1,
+		TakeoverSocket: os.Getenv(envTakeover), TakeoverFrom: os.Getenv(envTakeover)})
 	if err != nil {
 		return fail(err)
 	}

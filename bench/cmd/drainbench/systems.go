@@ -15,6 +15,10 @@ const envSystem = "DRAINBENCH_SYSTEM"
 // reuseport).
 const envGen = "DRAINBENCH_GEN"
 
+// envTakeover is the takeover socket of molt's generations with -takeover:
+// each serves it and the next takes over through it.
+const envTakeover = "DRAINBENCH_TAKEOVER"
+
 // envAddr is the fixed address the driver reserves for the systems that
 // bind a port anew in every process.
 const envAddr = "DRAINBENCH_ADDR"
@@ -32,7 +36,10 @@ type system struct {
 	stopFirst bool
 	// fixedAddr: the processes bind one address the driver reserved.
 	fixedAddr bool
-	note      string
+	// takeover: the driver starts each new process, which takes over
+	// through the serving one's takeover socket (molt with -takeover).
+	takeover bool
+	note     string
 }
 
 // systems are the ways of replacing a process the driver knows.
@@ -53,6 +60,24 @@ var systems = []system{
 		name: "reuseport", fixedAddr: true,
 		note: "the driver starts the new process on the same port with SO_REUSEPORT, waits until it is ready, then sends the old one SIGTERM (`server.Shutdown`)",
 	},
+}
+
+// byTakeover returns molt upgraded by takeovers instead of SIGHUP: the
+// driver starts every generation, and each takes over through the serving
+// one's takeover socket (Options.TakeoverSocket and TakeoverFrom).
+func (s system) byTakeover() system {
+	s.selfUpgrade, s.takeover = false, true
+	s.note = "molt with molt/drain, upgraded by takeovers: the driver starts each new process, which takes the listener and the idle keep-alive connections over through the serving one's takeover socket; the old process drains"
+	return s
+}
+
+// molt returns molt as c runs it: upgraded by takeovers with -takeover.
+func (c config) molt() system {
+	s, _ := systemNamed("molt")
+	if c.takeover {
+		s = s.byTakeover()
+	}
+	return s
 }
 
 // systemNamed returns the system called name.
@@ -97,6 +122,8 @@ func (s system) trigger() string {
 		return "SIGHUP sent"
 	case s.stopFirst:
 		return "SIGTERM sent to the old process"
+	case s.takeover:
+		return "the taker started"
 	}
 	return "the new process started"
 }

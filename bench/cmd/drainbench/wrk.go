@@ -79,7 +79,7 @@ func runWrkPhase(ctx context.Context, cfg config, r *reap.Reaper) []wrkResult {
 
 func runWrk(ctx context.Context, cfg config, r *reap.Reaper, path, mode string) wrkResult {
 	res := wrkResult{mode: mode}
-	molt, _ := systemNamed("molt")
+	molt := cfg.molt()
 	ch, err := startChain(ctx, r, molt, nil) // wrk speaks HTTP/1.1 only
 	if err != nil {
 		res.problems = append(res.problems, err.Error())
