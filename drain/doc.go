@@ -86,7 +86,10 @@
 // client retries idempotent requests then; a saturating client never lets
 // a connection idle that long). A client that pipelines HTTP/1.1 requests
 // is never handed over (its next request may already sit in this process's
-// buffer) and is treated like TLS.
+// buffer) and is treated like TLS. With molt's Options.MaxDraining above 2
+// (or no limit), a connection handed over travels down a chain of
+// draining generations and is closed where one of them has no successor
+// left (see MaxDraining).
 //
 // Go's HTTP/2 client fails a request whose body it cannot rewind (a
 // Request without GetBody: http.NewRequest sets it only for a
