@@ -181,11 +181,9 @@ func main() {
 	if cfg.systems, err = parseSystems(systemList); err == nil {
 		cfg.kinds, err = parseKinds(kindList)
 	}
-	if cfg.takeover {
-		for i, s := range cfg.systems {
-			if s.name == "molt" {
-				cfg.systems[i] = s.byTakeover()
-			}
+	for i, s := range cfg.systems {
+		if s.name == "molt" {
+			cfg.systems[i] = cfg.molt() // by takeovers with -takeover
 		}
 	}
 	if err == nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/moltgo/molt/bench/internal/h2count"
 	"github.com/moltgo/molt/drain"
+	"github.com/moltgo/molt/internal/proctest"
 	"github.com/moltgo/molt/internal/testcert"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -87,19 +88,12 @@ var postBody = []byte(strings.Repeat("x", 1024))
 // the check looks again until a generous deadline before it fails.
 func noClientGoroutines(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
-		left := clientGoroutines()
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, g := range left {
-				t.Errorf("a client goroutine is left after Run returned:\n%s", g)
-			}
-			return
-		}
-		time.Sleep(pause)
+	var left []string
+	if proctest.Until(proctest.Patience, func() bool { left = clientGoroutines(); return len(left) == 0 }) {
+		return
+	}
+	for _, g := range left {
+		t.Errorf("a client goroutine is left after Run returned:\n%s", g)
 	}
 }
 
