@@ -127,6 +127,7 @@ func (u *Upgrader) upgrade(ctx context.Context, tk *takerConn) error {
 	}
 	u.took.Store(s)
 	s.release() // it serves now: reap it whenever it exits, never kill it
+	u.unlinkWhenSuccessorExits(s)
 	u.inv.endSend(true)
 	u.log.Info("molt: upgrade succeeded", "successor_pid", ev.SuccessorPID, "duration", ev.Duration)
 	u.lc.transition(StateUpgrading, StateDraining, ev)
@@ -297,6 +298,33 @@ func (u *Upgrader) sendConn(e handoff.Entry, fd int) error {
 		return s.sendErr
 	}
 	return nil
+}
+
+// unlinkWhenSuccessorExits watches successor s, which took over, for as
+// long as this generation drains. A draining generation is a link in the
+// chain that carries idle connections from older generations to the
+// serving one (receiveConn); once s has exited, what reaches this
+// generation can go nowhere and would be closed. So it stops reading its
+// parent's channel: the parent's next HandOver fails at once (EPIPE, the
+// messages already sent stay readable) and the parent keeps its
+// connections, answering each one's next request with "Connection: close".
+func (u *Upgrader) unlinkWhenSuccessorExits(s *process) {
+	p := u.parent
+	if p == nil {
+		return
+	}
+	u.wg.Go(func() {
+		select {
+		case <-s.exited:
+		case <-p.gone: // nothing comes from the parent any more
+			return
+		case <-u.lc.stop:
+			return
+		}
+		u.log.Info("molt: successor exited while this generation drains; the parent keeps the connections it would hand over",
+			"successor_pid", s.pid(), "parent_pid", p.pid)
+		p.conn.CloseRead()
+	})
 }
 
 // runUpgrade starts the successor and carries the hand-off of plan until

@@ -135,6 +135,11 @@ func roleServe() int {
 		}
 		fmt.Fprint(w, "ok")
 	})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
+		// Keeps this generation draining until the client goes.
+		proctest.Say("holding pid=%d", os.Getpid())
+		<-r.Context().Done()
+	})
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "stopping")
 		go u.Stop()
@@ -193,7 +198,7 @@ func roleExitAfterReady() int {
 		return 12
 	}
 	dir, err := os.Getwd()
-	proctest.Say("exiting dir=%s err=%v", dir, err)
+	proctest.Say("exiting pid=%d dir=%s err=%v", os.Getpid(), dir, err)
 	return 0
 }
 
