@@ -148,16 +148,16 @@ type Options struct {
 	// means no limit. This generation's parent counts while it runs, and
 	// so do the older generations it reported still running.
 	//
-	// Above 2, or without a limit, the chain of draining generations can
-	// break: an idle keep-alive connection an old generation hands to its
-	// successor travels down the chain to the serving generation, and a
-	// draining generation whose own successor has already exited can
-	// neither serve it nor pass it on, so it closes it; a client that
-	// sends its next request at that moment fails it (measured:
-	// back-to-back 2 s streams, an upgrade every 500 ms, no limit: 3 and
-	// 34 of about 740 requests that could not be retried). With the
-	// default at most two generations drain, and the younger one passes
-	// what it gets to the serving generation, which serves on.
+	// Above 2, or without a limit, more than two generations drain, and
+	// an idle connection an old generation hands over travels down that
+	// chain to the serving generation. A draining generation whose own
+	// successor has already exited could pass nothing on; it stops
+	// reading its parent's channel then, so that on Linux the parent's
+	// [HandOver] fails with [ErrNoSuccessor] and the parent keeps the
+	// connection (package drain answers its next request with
+	// "Connection: close"). Only a connection already on its way down when
+	// the successor exits is lost (and, where a socket shut for reading
+	// does not refuse what its peer sends, every later one).
 	MaxDraining int
 
 	// DrainTimeout, if positive, ends this process that long after a

@@ -88,8 +88,9 @@
 // is never handed over (its next request may already sit in this process's
 // buffer) and is treated like TLS. With molt's Options.MaxDraining above 2
 // (or no limit), a connection handed over travels down a chain of
-// draining generations and is closed where one of them has no successor
-// left (see MaxDraining).
+// draining generations; one handed over just as a generation down that
+// chain loses its successor is closed (see MaxDraining). Once it has, the
+// hand-over fails and the connection is drained here, like TLS.
 //
 // Go's HTTP/2 client fails a request whose body it cannot rewind (a
 // Request without GetBody: http.NewRequest sets it only for a
