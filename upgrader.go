@@ -232,18 +232,25 @@ func (u *Upgrader) Ready() error {
 	for _, e := range unclaimed {
 		u.inv.removeSocketFile(e)
 	}
+	// The goroutines below are counted before the transition: a Stop
+	// that begins once it has happened waits for them (its own transition
+	// follows this one), and one that came first makes it fail.
+	goroutines := 1
+	if takeovers != nil {
+		goroutines++
+	}
+	u.wg.Add(goroutines)
 	if !u.lc.transition(StateStarting, StateReady, Event{}) {
+		u.wg.Add(-goroutines)
 		return ErrStopped
 	}
 	u.log.Info("molt: ready")
-	u.wg.Add(1)
 	go func() { // what the next upgrade needs, prepared off this hand-off's path
 		defer u.wg.Done()
 		u.older.identifyParent()
 		warmProcessStart()
 	}()
 	if takeovers != nil {
-		u.wg.Add(1)
 		go u.serveTakeovers(takeovers)
 	}
 	u.report.send(nil, u.generation)
